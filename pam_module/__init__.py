@@ -1,0 +1,1 @@
+"""The PAM side of bindguard: thin clients of the daemon's socket (standard library only)."""

@@ -1,0 +1,1 @@
+"""bindguard: account-security rules in front of LDAP directories."""

@@ -1,0 +1,325 @@
+"""The INI configuration: one frozen dataclass per section, every problem reported at once."""
+from __future__ import annotations
+
+import configparser
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TypeVar
+from urllib.parse import urlsplit
+
+DEFAULT_PATH = "/etc/bindguard/bindguard.ini"
+
+T = TypeVar("T")
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``problems`` holds one ``section.key: message`` each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def config_path(explicit: str | None) -> str:
+    """The config file to read: ``-c``, else ``$BINDGUARD_CONFIG``, else the default path."""
+    return explicit or os.environ.get("BINDGUARD_CONFIG") or DEFAULT_PATH
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One directory server to forward to."""
+
+    uri: str
+    host: str
+    port: int
+    tls: bool
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """The ``[proxy]`` section: listeners, directory servers, files."""
+
+    listen: tuple[str, ...]
+    upstream: tuple[Upstream, ...]
+    upstream_timeout: float
+    state: str
+    audit_log: str
+    max_pdu_size: int
+    allow_anonymous: bool
+    allow_sasl: bool
+
+
+@dataclass(frozen=True)
+class DirectoryConfig:
+    """The ``[directory]`` section: how a user name becomes a DN."""
+
+    user_dn_template: str | None
+    search_base: str | None
+    search_filter: str
+    bind_dn: str | None
+    bind_password_file: str | None
+
+
+@dataclass(frozen=True)
+class ComplianceConfig:
+    """The ``[security_compliance]`` section (Keystone's names and meaning)."""
+
+    lockout_failure_attempts: int | None
+    lockout_duration: int | None
+    lockout_failure_window: int
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration."""
+
+    proxy: ProxyConfig
+    directory: DirectoryConfig
+    compliance: ComplianceConfig
+
+
+# Options of the contract that later releases implement. Setting one is an error rather than a
+# silent no-op; a value equal to "off" is accepted because it changes nothing.
+_NOT_YET: dict[tuple[str, str], tuple[str | None, str]] = {
+    ("proxy", "upstream_ca_file"): (None, "TLS to the directory"),
+    ("proxy", "pam_socket"): (None, "the PAM front end"),
+    ("proxy", "key_file"): (None, "the TOTP second factor"),
+    ("proxy", "require_tls"): ("false", "TLS for clients"),
+    ("proxy", "metrics"): (None, "metrics"),
+    ("proxy", "tls_certificate"): (None, "TLS for clients"),
+    ("proxy", "tls_private_key"): (None, "TLS for clients"),
+    ("security_compliance", "disable_user_account_days_inactive"): (None, "inactivity rules"),
+    ("security_compliance", "password_expires_days"): (None, "password expiry"),
+    ("security_compliance", "password_expires_ignore_user_ids"): (None, "password expiry"),
+    ("security_compliance", "password_regex"): (None, "password quality rules"),
+    ("security_compliance", "password_regex_description"): (None, "password quality rules"),
+    ("security_compliance", "unique_last_password_count"): (None, "password history"),
+    ("security_compliance", "minimum_password_age"): (None, "password minimum age"),
+    ("security_compliance", "change_password_upon_first_use"): ("false", "must-change rules"),
+    ("security_compliance", "password_min_length"): (None, "password quality rules"),
+    ("security_compliance", "password_min_character_classes"): (None, "password quality rules"),
+    ("security_compliance", "enforce_2fa"): ("false", "the TOTP second factor"),
+    ("security_compliance", "2fa_exempt"): (None, "the TOTP second factor"),
+    ("security_compliance", "password_expiry_warning_days"): (None, "password expiry"),
+}
+_NOT_YET_SECTIONS = {"pam_backend": "the PAM backend"}
+
+_KNOWN: dict[str, set[str]] = {
+    "proxy": {"listen", "upstream", "upstream_timeout", "state", "audit_log", "max_pdu_size",
+              "allow_anonymous", "allow_sasl"},
+    "directory": {"user_dn_template", "search_base", "search_filter", "bind_dn",
+                  "bind_password_file"},
+    "security_compliance": {"lockout_failure_attempts", "lockout_duration",
+                            "lockout_failure_window"},
+}
+for _section, _key in _NOT_YET:
+    _KNOWN[_section].add(_key)
+
+
+class _Section:
+    """Typed reads of one INI section that collect problems instead of raising."""
+
+    def __init__(self, name: str, values: dict[str, str], problems: list[str]) -> None:
+        self.name = name
+        self.values = {k: v.strip() for k, v in values.items()}
+        self.problems = problems
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(f"{self.name}.{key}: {message}")
+
+    def raw(self, key: str) -> str | None:
+        """The value, or None when the key is absent or empty."""
+        value = self.values.get(key)
+        return value if value else None
+
+    def _typed(self, key: str, default: T, convert: Callable[[str], T], what: str) -> T:
+        value = self.raw(key)
+        if value is None:
+            return default
+        try:
+            return convert(value)
+        except ValueError:
+            self.problem(key, f"{what} expected, got {value!r}")
+            return default
+
+    def integer(self, key: str, default: int | None, minimum: int) -> int | None:
+        result = self._typed(key, default, int, "a whole number")
+        if result is not None and result < minimum:
+            self.problem(key, f"must be at least {minimum}, got {result}")
+            return default
+        return result
+
+    def number(self, key: str, default: float, minimum: float) -> float:
+        result = self._typed(key, default, float, "a number")
+        if not result > minimum:
+            self.problem(key, f"must be greater than {minimum:g}, got {result:g}")
+            return default
+        return result
+
+    def boolean(self, key: str, default: bool) -> bool:
+        def convert(value: str) -> bool:
+            lowered = value.lower()
+            if lowered in _TRUE:
+                return True
+            if lowered in _FALSE:
+                return False
+            raise ValueError(value)
+
+        return self._typed(key, default, convert, "true or false")
+
+    def items(self, key: str) -> tuple[str, ...]:
+        """A list option: one item a line; items without '=' may share a line (commas, spaces)."""
+        value = self.raw(key)
+        if value is None:
+            return ()
+        result: list[str] = []
+        for line in value.splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            if "=" in line:
+                result.append(line)
+            else:
+                result.extend(part for part in re.split(r"[,\s]+", line) if part)
+        return tuple(result)
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    """Parse INI text into a Config; raise ConfigError listing every problem."""
+    parser = configparser.ConfigParser(
+        interpolation=None, inline_comment_prefixes=(";", "#"), comment_prefixes=(";", "#"),
+        default_section="\x00unused", strict=True)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive
+    try:
+        parser.read_string(text, source=source)
+    except configparser.Error as exc:
+        raise ConfigError([f"config: {_one_line(str(exc))}"]) from None
+    problems: list[str] = []
+    for name in parser.sections():
+        if name in _NOT_YET_SECTIONS:
+            problems.append(f"{name}: not supported yet ({_NOT_YET_SECTIONS[name]} is not "
+                            "implemented in this release); remove the section")
+        elif name not in _KNOWN:
+            problems.append(f"{name}: unknown section")
+    sections = {name: _Section(name, dict(parser[name]) if parser.has_section(name) else {},
+                               problems) for name in _KNOWN}
+    for name, section in sections.items():
+        _check_keys(section)
+    proxy = _read_proxy(sections["proxy"], parser.has_section("proxy"))
+    directory = _read_directory(sections["directory"])
+    compliance = _read_compliance(sections["security_compliance"])
+    if problems:
+        raise ConfigError(problems)
+    return Config(proxy=proxy, directory=directory, compliance=compliance)
+
+
+def load_config(path: str) -> Config:
+    """Read and parse the config file at ``path``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"config: cannot read {path}: {_one_line(str(exc))}"]) from None
+    return parse_config(text, source=path)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def _check_keys(section: _Section) -> None:
+    for key in section.values:
+        if key not in _KNOWN[section.name]:
+            section.problem(key, "unknown option")
+        elif (section.name, key) in _NOT_YET:
+            off, feature = _NOT_YET[(section.name, key)]
+            value = section.raw(key)
+            if value is not None and (off is None or value.lower() not in _FALSE):
+                section.problem(key, f"not supported yet ({feature} is not implemented in "
+                                     "this release); remove the line")
+
+
+def _read_proxy(section: _Section, present: bool) -> ProxyConfig:
+    if not present:
+        section.problems.append("proxy: section missing (it needs at least upstream)")
+    listen = section.items("listen") or ("tcp:389",)
+    upstream = tuple(u for u in (_upstream(section, item) for item in section.items("upstream"))
+                     if u is not None)
+    if present and not section.items("upstream"):
+        section.problem("upstream", "required: at least one ldap:// URI of the directory")
+    state = section.raw("state") or "/var/lib/bindguard/state.sqlite"
+    if state.startswith(("postgresql:", "postgres:")):
+        section.problem("state", "PostgreSQL is not supported yet in this release; give the "
+                                 "path of an SQLite file")
+    return ProxyConfig(
+        listen=listen,
+        upstream=upstream,
+        upstream_timeout=section.number("upstream_timeout", 5.0, 0.0),
+        state=state,
+        audit_log=section.raw("audit_log") or "/var/log/bindguard/audit.jsonl",
+        max_pdu_size=section.integer("max_pdu_size", 4 * 1024 * 1024, 1024) or 0,
+        allow_anonymous=section.boolean("allow_anonymous", True),
+        allow_sasl=section.boolean("allow_sasl", True),
+    )
+
+
+def _upstream(section: _Section, uri: str) -> Upstream | None:
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError:
+        section.problem("upstream", f"not a valid URI: {uri!r}")
+        return None
+    if parts.scheme == "ldaps":
+        section.problem("upstream", f"{uri}: ldaps:// is not supported yet (TLS to the "
+                                    "directory is not implemented in this release)")
+        return None
+    if parts.scheme != "ldap" or not parts.hostname or parts.path not in ("", "/"):
+        section.problem("upstream", f"expected ldap://HOST[:PORT], got {uri!r}")
+        return None
+    return Upstream(uri=uri, host=parts.hostname, port=port or 389, tls=False)
+
+
+def _read_directory(section: _Section) -> DirectoryConfig:
+    template = section.raw("user_dn_template")
+    search_base = section.raw("search_base")
+    search_filter = section.raw("search_filter") or "(uid={user})"
+    if template is not None and search_base is not None:
+        section.problem("search_base", "set either user_dn_template or search_base, not both")
+    if template is not None and "{user}" not in template:
+        section.problem("user_dn_template", "must contain {user}")
+    if "{user}" not in search_filter:
+        section.problem("search_filter", "must contain {user}")
+    password_file = section.raw("bind_password_file")
+    if password_file is not None and not os.access(password_file, os.R_OK):
+        section.problem("bind_password_file", f"cannot read {password_file}")
+    if search_base is None:
+        for key in ("bind_dn", "bind_password_file"):
+            if section.raw(key) is not None:
+                section.problem(key, "only used with search_base")
+    return DirectoryConfig(
+        user_dn_template=template,
+        search_base=search_base,
+        search_filter=search_filter,
+        bind_dn=section.raw("bind_dn"),
+        bind_password_file=password_file,
+    )
+
+
+def _read_compliance(section: _Section) -> ComplianceConfig:
+    attempts = section.integer("lockout_failure_attempts", None, 1)
+    duration = section.integer("lockout_duration", None, 1)
+    window = section.integer("lockout_failure_window", 0, 0) or 0
+    if attempts is None:
+        for key in ("lockout_duration", "lockout_failure_window"):
+            if section.raw(key) is not None:
+                section.problem(key, "has no effect without lockout_failure_attempts")
+    return ComplianceConfig(
+        lockout_failure_attempts=attempts,
+        lockout_duration=duration,
+        lockout_failure_window=window,
+    )

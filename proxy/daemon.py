@@ -1,0 +1,71 @@
+"""``bindguard serve``: wire the fronts, the service and the store into one Twisted process."""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from twisted.internet import endpoints
+from twisted.internet.defer import DeferredList, inlineCallbacks
+
+from proxy.audit import AuditLog
+from proxy.config import Config
+from proxy.ldap.session import LdapFrontFactory
+from proxy.service import AuthService
+from proxy.store import open_store
+from proxy.store.worker import ThreadRunner
+
+log = logging.getLogger("bindguard")
+
+
+def serve(config: Config) -> int:
+    """Run the daemon in the foreground until SIGTERM or SIGINT; return the exit code."""
+    from twisted.internet import reactor
+
+    try:
+        store = open_store(config.proxy.state)
+        audit = AuditLog(config.proxy.audit_log, reactor.seconds)
+    except Exception as exc:  # unusable state or audit file: nothing can be enforced
+        log.error("cannot start: %s", exc)
+        return 1
+    runner = ThreadRunner(store, reactor)
+    service = AuthService(config, runner, audit, reactor)
+    factory = LdapFrontFactory(service, config.proxy, reactor)
+    outcome = {"code": 0}
+    ports: list[Any] = []
+
+    @inlineCallbacks
+    def start() -> Any:
+        results = yield DeferredList(
+            [endpoints.serverFromString(reactor, spec).listen(factory)
+             for spec in config.proxy.listen], consumeErrors=True)
+        for spec, (ok, value) in zip(config.proxy.listen, results):
+            if ok:
+                ports.append(value)
+                log.info("listening on %s", spec)
+            else:
+                log.error("cannot listen on %s: %s", spec, value.getErrorMessage())
+                outcome["code"] = 1
+        if outcome["code"]:
+            reactor.stop()
+            return
+        log.info("bindguard ready: forwarding to %s",
+                 " ".join(u.uri for u in config.proxy.upstream))
+
+    def shutdown() -> Any:
+        log.info("shutting down")
+        return DeferredList([port.stopListening() for port in ports])
+
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", shutdown)
+    reactor.run()
+    runner.stop()
+    store.close()
+    audit.close()
+    return outcome["code"]
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Log lines to standard error, which systemd sends to the journal."""
+    logging.basicConfig(stream=sys.stderr, level=level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,1 @@
+"""Demo helpers: a throwaway OpenLDAP directory for the demo command and the tests."""
