@@ -12,7 +12,7 @@ from typing import Any
 
 import ldap
 import pytest
-from conftest import BINDGUARD, Daemon, whoami
+from procs import BINDGUARD, Daemon, whoami
 
 from proxy.demo.slapd import DEMO_USERS, PEOPLE, Slapd, free_port, user_dn
 

@@ -2,34 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from procs import whoami
 
 from proxy.demo.slapd import DEMO_USERS, SERVICE_DN, Slapd, user_dn
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("ldapwhoami") is None, reason="ldap-utils not installed"),
-]
-
-
-def whoami(uri: str, dn: str, password: str) -> subprocess.CompletedProcess[str]:
-    """Run ``ldapwhoami`` with a simple bind and return the completed process."""
-    return subprocess.run(
-        ["ldapwhoami", "-x", "-H", uri, "-D", dn, "-w", password],
-        capture_output=True, text=True, timeout=10, check=False,
-    )
-
-
-@pytest.fixture
-def slapd(tmp_path: Path) -> Iterator[Slapd]:
-    """Yield a running demo slapd in a fresh work directory."""
-    with Slapd(tmp_path / "slapd") as server:
-        yield server
+pytestmark = pytest.mark.integration
 
 
 def test_correct_password_binds_and_wrong_password_is_rejected(slapd: Slapd) -> None:

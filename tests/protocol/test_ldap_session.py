@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import ldapwire as w
-from conftest import Harness
+from harness import Harness
 
 from proxy.identity import canonical_dn
 from proxy.ldap import messages as m

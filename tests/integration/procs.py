@@ -1,0 +1,116 @@
+"""Helpers for the integration tier: the real ``bindguard serve`` process and real clients."""
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from proxy.demo.slapd import free_port
+
+BINDGUARD = shutil.which("bindguard") or str(Path(sys.executable).parent / "bindguard")
+
+BASE_CONFIG = """
+[proxy]
+listen = tcp:{port}:interface=127.0.0.1
+upstream = {upstream}
+upstream_timeout = {timeout}
+state = {state}
+audit_log = {audit}
+
+[directory]
+user_dn_template = uid={{user}},ou=people,dc=example,dc=org
+
+[security_compliance]
+lockout_failure_attempts = {attempts}
+{compliance}
+"""
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    """Block until 127.0.0.1:port accepts a TCP connection."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+class Daemon:
+    """One ``bindguard serve`` process with its own config, state and audit files."""
+
+    def __init__(self, workdir: Path, upstream: str, attempts: int = 5, timeout: float = 2.0,
+                 compliance: str = "lockout_duration = 600", state: Path | None = None,
+                 name: str = "bindguard") -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.config = workdir / f"{name}.ini"
+        self.state = state or workdir / "state.sqlite"
+        self.audit_path = workdir / f"{name}-audit.jsonl"
+        self.log_path = workdir / f"{name}.log"
+        self.config.write_text(BASE_CONFIG.format(
+            port=self.port, upstream=upstream, timeout=timeout, state=self.state,
+            audit=self.audit_path, attempts=attempts, compliance=compliance))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"ldap://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([BINDGUARD, "serve", "-c", str(self.config)],
+                                        stdout=log, stderr=log)
+        log.close()
+        try:
+            wait_for_port(self.port)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"bindguard did not start:\n{self.log_path.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        """Signal the daemon and wait for it; return its exit code."""
+        if self.process is None:
+            return None
+        process, self.process = self.process, None
+        if process.poll() is None:
+            process.send_signal(sig)
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``bindguard ARGS -c CONFIG``."""
+        return subprocess.run([BINDGUARD, *args, "-c", str(self.config)], capture_output=True,
+                              text=True, timeout=30)
+
+    def status(self, user: str) -> dict[str, Any]:
+        result = self.cli("status", user, "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+    def audit(self) -> list[dict[str, str]]:
+        if not self.audit_path.exists():
+            return []
+        return [json.loads(line) for line in self.audit_path.read_text().splitlines()]
+
+    def log_text(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+def whoami(uri: str, dn: str, password: str, *extra: str,
+           timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run the real ``ldapwhoami`` (simple bind)."""
+    return subprocess.run(["ldapwhoami", "-x", "-H", uri, "-D", dn, "-w", password, *extra],
+                           capture_output=True, text=True, timeout=timeout)
