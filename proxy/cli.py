@@ -5,7 +5,8 @@ import argparse
 import json
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from proxy.config import Config, ConfigError, config_path, load_config
 

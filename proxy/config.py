@@ -4,9 +4,10 @@ from __future__ import annotations
 import configparser
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 DEFAULT_PATH = "/etc/bindguard/bindguard.ini"
@@ -208,7 +209,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
             problems.append(f"{name}: unknown section")
     sections = {name: _Section(name, dict(parser[name]) if parser.has_section(name) else {},
                                problems) for name in _KNOWN}
-    for name, section in sections.items():
+    for section in sections.values():
         _check_keys(section)
     proxy = _read_proxy(sections["proxy"], parser.has_section("proxy"))
     directory = _read_directory(sections["directory"])

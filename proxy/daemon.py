@@ -39,7 +39,7 @@ def serve(config: Config) -> int:
         results = yield DeferredList(
             [endpoints.serverFromString(reactor, spec).listen(factory)
              for spec in config.proxy.listen], consumeErrors=True)
-        for spec, (ok, value) in zip(config.proxy.listen, results):
+        for spec, (ok, value) in zip(config.proxy.listen, results, strict=True):
             if ok:
                 ports.append(value)
                 log.info("listening on %s", spec)

@@ -7,8 +7,9 @@ asks the policy, and writes the audit log.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator
+from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 

@@ -4,8 +4,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from proxy.ldap.ber import (
-    BOOLEAN, ENUMERATED, INTEGER, OCTET_STRING, SEQUENCE, ProtocolViolation, integer_value,
-    read_header, read_integer, tlv,
+    BOOLEAN,
+    ENUMERATED,
+    INTEGER,
+    OCTET_STRING,
+    SEQUENCE,
+    ProtocolViolation,
+    integer_value,
+    read_header,
+    read_integer,
+    tlv,
 )
 
 # Protocol operation tags (application class).

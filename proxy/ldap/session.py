@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
@@ -79,7 +80,7 @@ class LdapSession(Protocol):
         self.queue.extend(pdus)
         self.pump()
 
-    def connectionLost(self, reason: Failure = Failure(Exception("closed"))) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         self.client_gone = True
         self.queue.clear()
         self.out.clear()

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from typing import Any, Protocol as TypingProtocol
+from typing import Any
+from typing import Protocol as TypingProtocol
 
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred
@@ -67,7 +68,7 @@ class UpstreamConnection(Protocol):
         self.detach()
         self.transport.loseConnection()  # type: ignore[union-attr]
 
-    def connectionLost(self, reason: Failure = Failure(Exception("closed"))) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         if not self._detached:
             self._detached = True
             self.listener.upstream_lost(f"{self.uri} closed the connection")

@@ -1,7 +1,8 @@
 """Account state behind one small interface (SQLite embedded; PostgreSQL can implement it)."""
 from __future__ import annotations
 
-from typing import Callable, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 from proxy.policy.lockout import AccountState
 

@@ -90,7 +90,7 @@ class ThreadRunner:
 
 
 def _deliver(deferreds: list[Deferred[Any]], results: list[Any]) -> None:
-    for d, result in zip(deferreds, results):
+    for d, result in zip(deferreds, results, strict=True):
         d.callback(result)
 
 

@@ -74,7 +74,8 @@ class Daemon:
             wait_for_port(self.port)
         except TimeoutError:
             self.stop()
-            raise RuntimeError(f"bindguard did not start:\n{self.log_path.read_text()}")
+            raise RuntimeError(
+                f"bindguard did not start:\n{self.log_path.read_text()}") from None
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
         """Signal the daemon and wait for it; return its exit code."""

@@ -4,8 +4,17 @@ from __future__ import annotations
 import pytest
 
 from proxy.policy.lockout import (
-    AccountState, Admission, LockoutRules, admit, current, is_locked, lock_ends_at,
-    record_failure, record_success, release, unlock,
+    AccountState,
+    Admission,
+    LockoutRules,
+    admit,
+    current,
+    is_locked,
+    lock_ends_at,
+    record_failure,
+    record_success,
+    release,
+    unlock,
 )
 
 T0 = 1_800_000_000.0

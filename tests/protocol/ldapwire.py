@@ -10,8 +10,19 @@ with warnings.catch_warnings():
     from ldap3.operation.bind import bind_operation
     from ldap3.operation.search import search_operation
     from ldap3.protocol.rfc4511 import (
-        AuthenticationChoice, BindRequest, BindResponse, Control, Controls, LDAPDN, LDAPMessage, MessageID, ProtocolOp,
-        ResultCode, SearchResultDone, Simple, Version,
+        LDAPDN,
+        AuthenticationChoice,
+        BindRequest,
+        BindResponse,
+        Control,
+        Controls,
+        LDAPMessage,
+        MessageID,
+        ProtocolOp,
+        ResultCode,
+        SearchResultDone,
+        Simple,
+        Version,
     )
 
 PPOLICY = "1.3.6.1.4.1.42.2.27.8.5.1"

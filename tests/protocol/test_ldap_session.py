@@ -221,7 +221,7 @@ def test_concurrent_binds_wait_for_a_place(harness: Harness) -> None:
     """With 3 attempts allowed, a 4th concurrent bind waits and reaches the directory only
     when an attempt in flight succeeds."""
     sessions = [harness.session() for _ in range(4)]
-    for i, (session, _) in enumerate(sessions):
+    for session, _ in sessions:
         session.dataReceived(w.bind_request(1, ALICE, "alice-pass"))
     assert len(harness.directory.connections) == 3
     harness.directory.answer(w.bind_response(1, 0), index=0)
