@@ -33,7 +33,6 @@ import os
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,9 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import ldap
+import ldap  # type: ignore[import-untyped]
 
-from proxy.demo.slapd import PEOPLE, DEMO_USERS, Slapd, free_port, user_dn
+from proxy.demo.slapd import DEMO_USERS, PEOPLE, Slapd, free_port, user_dn
 
 WORKLOADS: dict[str, tuple[str, str, int]] = {
     # key: (label, kind, processes)
@@ -376,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, terminate)
     workdir = Path(tempfile.mkdtemp(prefix="bindguard-bench-"))
-    slapd = Slapd(workdir / "slapd")
+    slapd = Slapd(workdir / "slapd", log_stats=False)  # as a production directory runs
     bindguard = Bindguard(workdir, slapd.port, cprofile)
     live: list[Any] = []
     try:

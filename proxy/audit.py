@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 # The only fields an event may carry: nothing here can hold a password, a code or a secret.
 FIELDS = ("ts", "event", "user", "front", "client", "reason")
@@ -13,8 +13,9 @@ FIELDS = ("ts", "event", "user", "front", "client", "reason")
 
 def rfc3339(seconds: float) -> str:
     """Seconds since the epoch as an RFC 3339 UTC time with milliseconds."""
-    moment = datetime.fromtimestamp(seconds, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    whole = int(seconds)
+    millis = int((seconds - whole) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
 
 
 class AuditLog:

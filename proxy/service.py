@@ -7,17 +7,18 @@ asks the policy, and writes the audit log.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, succeed
 
 from proxy.audit import AuditLog
 from proxy.config import Config
 from proxy.identity import canonical_dn
 from proxy.policy import lockout
 from proxy.policy.lockout import AccountState, Admission, LockoutRules
+from proxy.store import Change
 from proxy.store.worker import Runner
 
 log = logging.getLogger(__name__)
@@ -53,18 +54,22 @@ class AuthService:
         self.lease_seconds = config.proxy.upstream_timeout * (len(config.proxy.upstream) + 1) + 5
         self._waiters: dict[str, list[Deferred[None]]] = {}
 
-    @inlineCallbacks
-    def admit(self, dn: str, front: str, client: str) -> Generator[Any, Any, Attempt | None]:
+    def admit(self, dn: str, front: str, client: str) -> Deferred[Attempt | None]:
         """Checks before the directory is contacted; an Attempt to forward, or None if refused.
 
         A refusal is already audited; the caller answers as for a wrong password.
+        (Plain Deferred callbacks rather than inlineCallbacks: this runs for every bind.)
         """
         key = canonical_dn(dn)
         deadline = self.clock() + self.lease_seconds
-        while True:
+
+        def ask() -> Deferred[Attempt | None]:
             now = self.clock()
             lease = now + self.lease_seconds
-            verdict = yield self.runner.submit(key, _admit_change(self.rules, now, lease))
+            d = self.runner.submit(key, _admit_change(self.rules, now, lease))
+            return d.addCallback(decided, lease)
+
+        def decided(verdict: Admission, lease: float) -> Attempt | None | Deferred[Attempt | None]:
             if verdict is Admission.ALLOW:
                 return Attempt(key, front, client, lease)
             if verdict is Admission.LOCKED:
@@ -73,32 +78,46 @@ class AuthService:
             if self.clock() >= deadline:
                 self.audit.write("auth.failure", key, front, client, reason="attempts_in_flight")
                 return None
-            yield self._wait_for_slot(key)
+            return self._wait_for_slot(key).addCallback(lambda _: ask())
 
-    @inlineCallbacks
-    def record(self, attempt: Attempt, result: int | None) -> Generator[Any, Any, None]:
+        return ask()
+
+    def record(self, attempt: Attempt, result: int | None) -> Deferred[None]:
         """Record the directory's answer (None: the directory could not be reached)."""
         now = self.clock()
-        try:
-            if result == SUCCESS:
-                yield self.runner.submit(attempt.dn, _success_change(self.rules, now,
-                                                                     attempt.lease))
-                self._audit(attempt, "auth.success")
-            elif result == INVALID_CREDENTIALS:
-                locked = yield self.runner.submit(attempt.dn, _failure_change(self.rules, now,
-                                                                              attempt.lease))
-                self._audit(attempt, "auth.failure", "invalid_credentials")
-                if locked:
-                    self._audit(attempt, "account.locked", "failure_threshold")
-                    log.warning("account locked after %s failures: %s",
-                                self.rules.attempts, attempt.dn)
-            else:
-                yield self.runner.submit(attempt.dn, _release_change(self.rules, now,
-                                                                     attempt.lease))
-                reason = "directory_unavailable" if result is None else f"directory_result_{result}"
-                self._audit(attempt, "auth.failure", reason)
-        finally:
-            self._wake(attempt.dn)
+        if result == SUCCESS and attempt.dn not in self._waiters:
+            # A success need not be durable before the client hears of it: losing it in a
+            # crash only keeps earlier failures counted. Nobody waits, so no reactor wake-up.
+            self.runner.post(attempt.dn, _success_change(self.rules, now, attempt.lease))
+            self._recorded(None, attempt, result)
+            return succeed(None)
+        if result == SUCCESS:
+            change: Change[Any] = _success_change(self.rules, now, attempt.lease)
+        elif result == INVALID_CREDENTIALS:
+            change = _failure_change(self.rules, now, attempt.lease)
+        else:
+            change = _release_change(self.rules, now, attempt.lease)
+        d = self.runner.submit(attempt.dn, change)
+        d.addCallback(self._recorded, attempt, result)
+        d.addBoth(self._woken, attempt.dn)
+        return d
+
+    def _recorded(self, locked: bool | None, attempt: Attempt, result: int | None) -> None:
+        if result == SUCCESS:
+            self._audit(attempt, "auth.success")
+        elif result == INVALID_CREDENTIALS:
+            self._audit(attempt, "auth.failure", "invalid_credentials")
+            if locked:
+                self._audit(attempt, "account.locked", "failure_threshold")
+                log.warning("account locked after %s failures: %s", self.rules.attempts,
+                            attempt.dn)
+        else:
+            reason = "directory_unavailable" if result is None else f"directory_result_{result}"
+            self._audit(attempt, "auth.failure", reason)
+
+    def _woken(self, passthrough: Any, key: str) -> Any:
+        self._wake(key)
+        return passthrough
 
     def _audit(self, attempt: Attempt, event: str, reason: str | None = None) -> None:
         self.audit.write(event, attempt.dn, attempt.front, attempt.client, reason=reason)

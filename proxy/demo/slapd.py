@@ -95,9 +95,14 @@ def _q(path: Path) -> str:
 class Slapd:
     """A slapd process serving the demo directory from ``workdir``."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
-        """Prepare (but do not start) a server in ``workdir`` on ``port`` (random if None)."""
+    def __init__(self, workdir: Path, port: int | None = None, log_stats: bool = True) -> None:
+        """Prepare (but do not start) a server in ``workdir`` on ``port`` (random if None).
+
+        ``log_stats`` writes slapd's stats log (one line per operation, what ``bind_count``
+        reads); benchmarks turn it off, as a production directory would run.
+        """
         self.workdir = Path(workdir)
+        self.log_stats = log_stats
         self.port = free_port() if port is None else port
         self.conf_path = self.workdir / "slapd.conf"
         self.data_dir = self.workdir / "data"
@@ -124,7 +129,7 @@ class Slapd:
             "moduleload back_mdb",
             f"pidfile {_q(w / 'slapd.pid')}",
             f"argsfile {_q(w / 'slapd.args')}",
-            "loglevel stats",
+            "loglevel stats" if self.log_stats else "loglevel none",
             "",
             "database mdb",
             f'suffix "{SUFFIX}"',
@@ -163,7 +168,8 @@ class Slapd:
         self._load_data()
         self._log = open(self.log_path, "ab")
         self._proc = subprocess.Popen(
-            [SLAPD, "-f", str(self.conf_path), "-h", f"{self.uri}/", "-d", "256"],
+            [SLAPD, "-f", str(self.conf_path), "-h", f"{self.uri}/",
+             "-d", "256" if self.log_stats else "0"],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
             start_new_session=True,
         )

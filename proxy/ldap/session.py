@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from proxy.config import ProxyConfig, Upstream
 from proxy.ldap import messages as m
 from proxy.ldap.ber import Framer, ProtocolViolation
-from proxy.ldap.upstream import UpstreamConnection, connect_upstream
+from proxy.ldap.upstream import UpstreamConnection, connect_upstream, set_no_delay
 from proxy.service import Attempt, AuthService
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class LdapSession(Protocol):
     # -- client side ------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        set_no_delay(self.transport)
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         self.client = getattr(peer, "host", str(peer))
 
@@ -316,6 +317,8 @@ class LdapSession(Protocol):
 
 class LdapFrontFactory(Factory):
     """Makes one LdapSession per client connection."""
+
+    noisy = False
 
     def __init__(self, service: AuthService, config: ProxyConfig, reactor: Any,
                  connect: Connector = connect_upstream) -> None:

@@ -1,14 +1,12 @@
 """The connection from one client session to the directory, with failover in ``upstream`` order."""
 from __future__ import annotations
 
-import ipaddress
 import logging
 from typing import Any
 from typing import Protocol as TypingProtocol
 
-from twisted.internet import endpoints
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.python.failure import Failure
 
 from proxy.config import Upstream
@@ -18,6 +16,12 @@ log = logging.getLogger(__name__)
 
 # Responses from the directory are trusted but still framed with a bound.
 MAX_RESPONSE_PDU = 256 * 1024 * 1024
+
+
+def set_no_delay(transport: Any) -> None:
+    """Send small PDUs at once: Nagle's algorithm with delayed ACKs stalls them ~40 ms."""
+    if hasattr(transport, "setTcpNoDelay"):
+        transport.setTcpNoDelay(True)
 
 
 class UpstreamUnavailable(Exception):
@@ -42,6 +46,13 @@ class UpstreamConnection(Protocol):
         self.uri = uri
         self._framer = Framer(MAX_RESPONSE_PDU)
         self._detached = False
+        self.ready: Deferred[UpstreamConnection] | None = None
+
+    def connectionMade(self) -> None:
+        set_no_delay(self.transport)
+        if self.ready is not None:
+            ready, self.ready = self.ready, None
+            ready.callback(self)
 
     def dataReceived(self, data: bytes) -> None:
         try:
@@ -74,14 +85,22 @@ class UpstreamConnection(Protocol):
             self.listener.upstream_lost(f"{self.uri} closed the connection")
 
 
-def _endpoint(reactor: Any, upstream: Upstream, timeout: float) -> Any:
-    try:
-        address = ipaddress.ip_address(upstream.host)
-    except ValueError:
-        return endpoints.HostnameEndpoint(reactor, upstream.host, upstream.port, timeout=timeout)
-    endpoint_type = (endpoints.TCP6ClientEndpoint if address.version == 6
-                     else endpoints.TCP4ClientEndpoint)
-    return endpoint_type(reactor, upstream.host, upstream.port, timeout=timeout)
+class _ConnectOnce(ClientFactory):
+    """Connects one UpstreamConnection and reports the result through a Deferred."""
+
+    noisy = False  # no "Starting factory" log lines: one connection per client session
+
+    def __init__(self, connection: UpstreamConnection, result: Deferred[UpstreamConnection]):
+        self.connection = connection
+        self.result = result
+
+    def buildProtocol(self, addr: Any) -> UpstreamConnection:
+        self.connection.ready = self.result
+        return self.connection
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        if not self.result.called:
+            self.result.errback(reason)
 
 
 def connect_upstream(reactor: Any, upstreams: tuple[Upstream, ...], timeout: float,
@@ -95,8 +114,9 @@ def connect_upstream(reactor: Any, upstreams: tuple[Upstream, ...], timeout: flo
             result.errback(UpstreamUnavailable("; ".join(errors)))
             return
         upstream = upstreams[index]
-        connection = UpstreamConnection(listener, upstream.uri)
-        d = endpoints.connectProtocol(_endpoint(reactor, upstream, timeout), connection)
+        connected: Deferred[UpstreamConnection] = Deferred()
+        factory = _ConnectOnce(UpstreamConnection(listener, upstream.uri), connected)
+        reactor.connectTCP(upstream.host, upstream.port, factory, timeout=timeout)
 
         def failed(failure: Failure) -> None:
             message = failure.getErrorMessage()
@@ -104,7 +124,7 @@ def connect_upstream(reactor: Any, upstreams: tuple[Upstream, ...], timeout: flo
             log.warning("directory %s unreachable: %s", upstream.uri, message)
             attempt(index + 1)
 
-        d.addCallbacks(result.callback, failed)
+        connected.addCallbacks(result.callback, failed)
 
     attempt(0)
     return result

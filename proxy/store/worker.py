@@ -28,6 +28,10 @@ class Runner(Protocol):
         """Apply ``change`` to the state of ``dn`` atomically."""
         ...
 
+    def post(self, dn: str, change: Change[Any]) -> None:
+        """Apply ``change`` atomically, soon; nobody waits for it (failures are logged)."""
+        ...
+
 
 class ImmediateRunner:
     """Applies changes synchronously on the caller's thread (tests and the CLI)."""
@@ -40,6 +44,9 @@ class ImmediateRunner:
             return succeed(self.store.apply([(dn, change)])[0])
         except Exception:
             return fail()
+
+    def post(self, dn: str, change: Change[Any]) -> None:
+        self.submit(dn, change).addErrback(_log_failure)
 
 
 class ThreadRunner:
@@ -56,6 +63,9 @@ class ThreadRunner:
         d: Deferred[Any] = Deferred()
         self._queue.put((dn, change, d))
         return d
+
+    def post(self, dn: str, change: Change[Any]) -> None:
+        self._queue.put((dn, change, None))
 
     def stop(self) -> None:
         """Finish what is queued, then end the thread (call from the reactor thread)."""
@@ -84,16 +94,25 @@ class ThreadRunner:
             results = self.store.apply([(dn, change) for dn, change, _ in batch])
         except Exception as exc:  # the whole transaction rolled back: every change failed
             log.error("state store failed: %s", exc)
-            self._reactor.callFromThread(_deliver_error, [d for _, _, d in batch], exc)
+            if any(d is not None for _, _, d in batch):
+                self._reactor.callFromThread(_deliver_error, [d for _, _, d in batch], exc)
             return
-        self._reactor.callFromThread(_deliver, [d for _, _, d in batch], results)
+        # Waking the reactor costs a system call and a GIL hand-off: only when someone waits.
+        if any(d is not None for _, _, d in batch):
+            self._reactor.callFromThread(_deliver, [d for _, _, d in batch], results)
 
 
-def _deliver(deferreds: list[Deferred[Any]], results: list[Any]) -> None:
+def _deliver(deferreds: list[Deferred[Any] | None], results: list[Any]) -> None:
     for d, result in zip(deferreds, results, strict=True):
-        d.callback(result)
+        if d is not None:
+            d.callback(result)
 
 
-def _deliver_error(deferreds: list[Deferred[Any]], exc: Exception) -> None:
+def _deliver_error(deferreds: list[Deferred[Any] | None], exc: Exception) -> None:
     for d in deferreds:
-        d.errback(exc)
+        if d is not None:
+            d.errback(exc)
+
+
+def _log_failure(failure: Any) -> None:
+    log.error("state store failed: %s", failure.getErrorMessage())
