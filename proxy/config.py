@@ -248,6 +248,8 @@ def _read_proxy(section: _Section, present: bool) -> ProxyConfig:
     if not present:
         section.problems.append("proxy: section missing (it needs at least upstream)")
     listen = section.items("listen") or ("tcp:389",)
+    for spec in listen:
+        _check_endpoint(section, spec)
     upstream = tuple(u for u in (_upstream(section, item) for item in section.items("upstream"))
                      if u is not None)
     if present and not section.items("upstream"):
@@ -266,6 +268,20 @@ def _read_proxy(section: _Section, present: bool) -> ProxyConfig:
         allow_anonymous=section.boolean("allow_anonymous", True),
         allow_sasl=section.boolean("allow_sasl", True),
     )
+
+
+def _check_endpoint(section: _Section, spec: str) -> None:
+    """A listen item must be a Twisted server endpoint string bindguard can serve."""
+    from twisted.internet.endpoints import serverFromString
+
+    if spec.split(":", 1)[0] in ("ssl", "tls"):
+        section.problem("listen", f"{spec}: LDAPS listeners are not supported yet (TLS for "
+                                  "clients is not implemented in this release)")
+        return
+    try:
+        serverFromString(None, spec)
+    except (ValueError, TypeError, KeyError) as exc:
+        section.problem("listen", f"{spec}: not a valid endpoint ({_one_line(str(exc))})")
 
 
 def _upstream(section: _Section, uri: str) -> Upstream | None:

@@ -1,6 +1,7 @@
 """Who an account is: canonical DNs, and user names mapped to DNs through ``[directory]``."""
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -63,13 +64,13 @@ def _search_dn(config: Config, user: str) -> str:
     if directory.bind_password_file:
         password = Path(directory.bind_password_file).read_text().strip()
     last_error: Exception | None = None
+    timeout = max(1, math.ceil(config.proxy.upstream_timeout))  # ldap3 packs it as an int
     for upstream in config.proxy.upstream:
-        server = ldap3.Server(upstream.host, port=upstream.port,
-                              connect_timeout=config.proxy.upstream_timeout)
+        server = ldap3.Server(upstream.host, port=upstream.port, connect_timeout=timeout)
         try:
             with ldap3.Connection(server, user=directory.bind_dn, password=password,
                                   auto_bind=True,
-                                  receive_timeout=config.proxy.upstream_timeout) as conn:
+                                  receive_timeout=timeout) as conn:
                 conn.search(directory.search_base,
                             directory.search_filter.replace("{user}",
                                                             escape_filter_chars(user)),
