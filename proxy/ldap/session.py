@@ -45,13 +45,12 @@ class _PendingBind:
 class LdapSession(Protocol):
     """The proxy side of one client connection."""
 
-    def __init__(self, service: AuthService, config: ProxyConfig, reactor: Any,
-                 connect: Connector = connect_upstream) -> None:
-        self.service = service
-        self.config = config
-        self.reactor = reactor
-        self.connect = connect
-        self.framer = Framer(config.max_pdu_size)
+    def __init__(self, front: LdapFrontFactory) -> None:
+        self.service = front.service
+        self.config = front.config
+        self.reactor = front.reactor
+        self.connect = front.connect
+        self.framer = Framer(self.config.max_pdu_size)
         self.client = "-"
         self.queue: deque[bytes] = deque()
         self.held = False  # a request is being decided: the rest of the queue waits
@@ -328,4 +327,4 @@ class LdapFrontFactory(Factory):
         self.connect = connect
 
     def buildProtocol(self, addr: Any) -> LdapSession:
-        return LdapSession(self.service, self.config, self.reactor, self.connect)
+        return LdapSession(self)
