@@ -31,11 +31,16 @@ def _parser() -> argparse.ArgumentParser:
     command("serve", "run the daemon in the foreground")
     command("check-config", "check the configuration: exit 0 if valid, else 2 with one line "
                             "per problem")
-    status = command("status", "show an account's lockout state")
+    status = command("status", "show an account's lockout, password and inactivity state")
     status.add_argument("user", metavar="USER", help="user name or DN")
     status.add_argument("--json", action="store_true", help="print one JSON object")
     unlock = command("unlock", "unlock an account and clear its failure count")
     unlock.add_argument("user", metavar="USER", help="user name or DN")
+    enable = command("enable", "re-enable an account disabled for inactivity; its inactivity "
+                               "count starts again")
+    enable.add_argument("user", metavar="USER", help="user name or DN")
+    expire = command("expire", "require a password change at the account's next login")
+    expire.add_argument("user", metavar="USER", help="user name or DN")
     demo = command("demo", "start a throwaway slapd with demo users and bindguard in front "
                            "of it (ignores -c)")
     demo.add_argument("--port", type=int, default=3890, help="bindguard's port (default 3890)")
@@ -58,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     handlers: dict[str, Callable[[Config, Any], int]] = {
         "serve": _serve, "check-config": _check_config, "status": _status, "unlock": _unlock,
+        "enable": _enable, "expire": _expire,
     }
     try:
         return handlers[args.command](config, args)
@@ -78,6 +84,8 @@ def _serve(config: Config, args: Any) -> int:
 
 
 def _check_config(config: Config, args: Any) -> int:
+    for warning in config.warnings:
+        print(warning, file=sys.stderr)
     print(f"{config_path(args.config)}: valid")
     return EXIT_OK
 
@@ -102,10 +110,13 @@ def _open_store(config: Config) -> Any:
 
 def _status(config: Config, args: Any) -> int:
     from proxy.audit import rfc3339
-    from proxy.policy.lockout import AccountState, LockoutRules, current, is_locked, lock_ends_at
+    from proxy.policy import password as pw
+    from proxy.policy.account import AccountState
+    from proxy.policy.lockout import LockoutRules, current, is_locked, lock_ends_at
 
     dn = _account(config, args.user)
     rules = LockoutRules.from_config(config.compliance)
+    passwords = pw.PasswordRules.from_config(config)
     store = _open_store(config)
     try:
         stored = store.get(dn)
@@ -115,6 +126,8 @@ def _status(config: Config, args: Any) -> int:
     state = current(rules, stored or AccountState(), now)
     locked = is_locked(rules, state, now)
     ends = lock_ends_at(rules, state) if locked else None
+    standing = pw.expiry(passwords, state, dn, now)
+    _, disabled, _ = pw.check_inactive(passwords, state, now)
 
     def moment(seconds: float | None) -> str | None:
         return None if seconds is None else rfc3339(seconds)
@@ -128,6 +141,13 @@ def _status(config: Config, args: Any) -> int:
         "locked_until": moment(ends),
         "last_success": moment(state.last_success_at),
         "first_seen": moment(stored.first_seen_at) if stored else None,
+        "password_changed": moment(pw.last_change(state)),
+        "password_changed_by": state.password_changed_by,
+        "password_expires": moment(standing.expires_at) if stored else None,
+        "password_expired": standing.expired if stored else False,
+        "must_change_password": pw.must_change(passwords, state),
+        "disabled": disabled,
+        "disabled_since": moment(state.disabled_at) if disabled else None,
     }
     if args.json:
         print(json.dumps(report))
@@ -135,6 +155,21 @@ def _status(config: Config, args: Any) -> int:
     lock_text = "no"
     if locked:
         lock_text = f"until {report['locked_until']}" if ends else "until `bindguard unlock`"
+    if passwords.expires_days is None:
+        expires_text = "never (password_expires_days is not set)"
+    elif dn in passwords.expires_ignore:
+        expires_text = "never (in password_expires_ignore_user_ids)"
+    elif not stored:
+        expires_text = f"{passwords.expires_days} days after bindguard first sees the account"
+    else:
+        expires_text = f"{report['password_expires']}{' (expired)' if standing.expired else ''}"
+    if passwords.inactive_days is None:
+        disabled_text = "no (disable_user_account_days_inactive is not set)"
+    else:
+        disabled_text = f"since {report['disabled_since']}" if disabled else "no"
+    changed_text = report["password_changed"] or "not known to bindguard"
+    if state.password_changed_by:
+        changed_text += f" (by {state.password_changed_by})"
     lines = [
         ("user", dn),
         ("failures", f"{report['failures']}" + (
@@ -142,15 +177,74 @@ def _status(config: Config, args: Any) -> int:
         ("locked", lock_text),
         ("last success", report["last_success"] or "never"),
         ("first seen", report["first_seen"] or "never (bindguard has not seen this account)"),
+        ("password changed", changed_text),
+        ("password expires", expires_text),
+        ("must change", "yes" if report["must_change_password"] else "no"),
+        ("disabled", disabled_text),
     ]
     for label, value in lines:
-        print(f"{label + ':':14}{value}")
+        print(f"{label + ':':18}{value}")
+    return EXIT_OK
+
+
+def _change_account(config: Config, dn: str, change: Callable[[Any], tuple[Any, Any]],
+                    event: str, reason: str) -> Any:
+    """Apply ``change`` to ``dn``'s state and audit ``event``; return the change's result."""
+    from proxy.audit import AuditLog
+
+    store = _open_store(config)
+    try:
+        result = store.apply([(dn, change)])[0]
+    finally:
+        store.close()
+    try:
+        audit = AuditLog(config.proxy.audit_log, time.time)
+    except OSError as exc:
+        raise _Failed(f"changed {dn}, but cannot write the audit log: {exc}") from None
+    audit.write(event, dn, "cli", reason=reason)
+    audit.close()
+    return result
+
+
+def _enable(config: Config, args: Any) -> int:
+    from proxy.policy import password as pw
+    from proxy.policy.account import AccountState
+    from proxy.policy.lockout import LockoutRules, current
+
+    dn = _account(config, args.user)
+    rules = LockoutRules.from_config(config.compliance)
+    now = time.time()
+
+    def change(state: AccountState) -> tuple[AccountState, bool]:
+        state = current(rules, state, now)
+        return pw.enable(state, now), state.disabled_at is not None
+
+    was_disabled = _change_account(config, dn, change, "account.enabled", "admin")
+    print(f"{dn}: enabled" if was_disabled else
+          f"{dn}: was not disabled; inactivity count restarted")
+    return EXIT_OK
+
+
+def _expire(config: Config, args: Any) -> int:
+    from proxy.policy import password as pw
+    from proxy.policy.account import AccountState
+    from proxy.policy.lockout import LockoutRules, current
+
+    dn = _account(config, args.user)
+    rules = LockoutRules.from_config(config.compliance)
+    now = time.time()
+
+    def change(state: AccountState) -> tuple[AccountState, None]:
+        return pw.expire_now(current(rules, state, now)), None
+
+    _change_account(config, dn, change, "password.expired", "admin")
+    print(f"{dn}: must change the password at the next login")
     return EXIT_OK
 
 
 def _unlock(config: Config, args: Any) -> int:
-    from proxy.audit import AuditLog
-    from proxy.policy.lockout import AccountState, LockoutRules, current, is_locked, unlock
+    from proxy.policy.account import AccountState
+    from proxy.policy.lockout import LockoutRules, current, is_locked, unlock
 
     dn = _account(config, args.user)
     rules = LockoutRules.from_config(config.compliance)
@@ -160,17 +254,7 @@ def _unlock(config: Config, args: Any) -> int:
         state = current(rules, state, now)
         return unlock(state), is_locked(rules, state, now)
 
-    store = _open_store(config)
-    try:
-        was_locked = store.apply([(dn, change)])[0]
-    finally:
-        store.close()
-    try:
-        audit = AuditLog(config.proxy.audit_log, time.time)
-    except OSError as exc:
-        raise _Failed(f"unlocked {dn}, but cannot write the audit log: {exc}") from None
-    audit.write("account.unlocked", dn, "cli", reason="admin")
-    audit.close()
+    was_locked = _change_account(config, dn, change, "account.unlocked", "admin")
     print(f"{dn}: unlocked" if was_locked else f"{dn}: was not locked; failure count cleared")
     return EXIT_OK
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import configparser
+import math
 import os
 import re
 from collections.abc import Callable
@@ -73,6 +74,17 @@ class ComplianceConfig:
     lockout_failure_attempts: int | None
     lockout_duration: int | None
     lockout_failure_window: int
+    disable_user_account_days_inactive: int | None = None
+    password_expires_days: int | None = None
+    password_expires_ignore_user_ids: tuple[str, ...] = ()
+    password_expiry_warning_days: int = 14
+    password_regex: str | None = None
+    password_regex_description: str | None = None
+    password_min_length: int = 0
+    password_min_character_classes: int = 0
+    unique_last_password_count: int = 0
+    minimum_password_age: int = 0
+    change_password_upon_first_use: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,7 @@ class Config:
     proxy: ProxyConfig
     directory: DirectoryConfig
     compliance: ComplianceConfig
+    warnings: tuple[str, ...] = ()  # `section.key: ...` lines for what is valid but unwise
 
 
 # Options of the contract that later releases implement. Setting one is an error rather than a
@@ -94,19 +107,8 @@ _NOT_YET: dict[tuple[str, str], tuple[str | None, str]] = {
     ("proxy", "metrics"): (None, "metrics"),
     ("proxy", "tls_certificate"): (None, "TLS for clients"),
     ("proxy", "tls_private_key"): (None, "TLS for clients"),
-    ("security_compliance", "disable_user_account_days_inactive"): (None, "inactivity rules"),
-    ("security_compliance", "password_expires_days"): (None, "password expiry"),
-    ("security_compliance", "password_expires_ignore_user_ids"): (None, "password expiry"),
-    ("security_compliance", "password_regex"): (None, "password quality rules"),
-    ("security_compliance", "password_regex_description"): (None, "password quality rules"),
-    ("security_compliance", "unique_last_password_count"): (None, "password history"),
-    ("security_compliance", "minimum_password_age"): (None, "password minimum age"),
-    ("security_compliance", "change_password_upon_first_use"): ("false", "must-change rules"),
-    ("security_compliance", "password_min_length"): (None, "password quality rules"),
-    ("security_compliance", "password_min_character_classes"): (None, "password quality rules"),
     ("security_compliance", "enforce_2fa"): ("false", "the TOTP second factor"),
     ("security_compliance", "2fa_exempt"): (None, "the TOTP second factor"),
-    ("security_compliance", "password_expiry_warning_days"): (None, "password expiry"),
 }
 _NOT_YET_SECTIONS = {"pam_backend": "the PAM backend"}
 
@@ -116,7 +118,12 @@ _KNOWN: dict[str, set[str]] = {
     "directory": {"user_dn_template", "search_base", "search_filter", "bind_dn",
                   "bind_password_file"},
     "security_compliance": {"lockout_failure_attempts", "lockout_duration",
-                            "lockout_failure_window"},
+                            "lockout_failure_window", "disable_user_account_days_inactive",
+                            "password_expires_days", "password_expires_ignore_user_ids",
+                            "password_expiry_warning_days", "password_regex",
+                            "password_regex_description", "password_min_length",
+                            "password_min_character_classes", "unique_last_password_count",
+                            "minimum_password_age", "change_password_upon_first_use"},
 }
 for _section, _key in _NOT_YET:
     _KNOWN[_section].add(_key)
@@ -156,7 +163,7 @@ class _Section:
         return result
 
     def number(self, key: str, default: float, minimum: float) -> float:
-        result = self._typed(key, default, float, "a number")
+        result = self._typed(key, default, _finite, "a number")
         if not result > minimum:
             self.problem(key, f"must be greater than {minimum:g}, got {result:g}")
             return default
@@ -213,10 +220,12 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         _check_keys(section)
     proxy = _read_proxy(sections["proxy"], parser.has_section("proxy"))
     directory = _read_directory(sections["directory"])
-    compliance = _read_compliance(sections["security_compliance"])
+    warnings: list[str] = []
+    compliance = _read_compliance(sections["security_compliance"], warnings)
     if problems:
         raise ConfigError(problems)
-    return Config(proxy=proxy, directory=directory, compliance=compliance)
+    return Config(proxy=proxy, directory=directory, compliance=compliance,
+                  warnings=tuple(warnings))
 
 
 def load_config(path: str) -> Config:
@@ -226,6 +235,14 @@ def load_config(path: str) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"config: cannot read {path}: {_one_line(str(exc))}"]) from None
     return parse_config(text, source=path)
+
+
+def _finite(value: str) -> float:
+    """float() without inf and nan, which are no number of seconds."""
+    result = float(value)
+    if not math.isfinite(result):
+        raise ValueError(value)
+    return result
 
 
 def _one_line(message: str) -> str:
@@ -295,7 +312,8 @@ def _upstream(section: _Section, uri: str) -> Upstream | None:
         section.problem("upstream", f"{uri}: ldaps:// is not supported yet (TLS to the "
                                     "directory is not implemented in this release)")
         return None
-    if parts.scheme != "ldap" or not parts.hostname or parts.path not in ("", "/"):
+    if parts.scheme != "ldap" or not parts.hostname or parts.path not in ("", "/") \
+            or port == 0:
         section.problem("upstream", f"expected ldap://HOST[:PORT], got {uri!r}")
         return None
     return Upstream(uri=uri, host=parts.hostname, port=port or 389, tls=False)
@@ -327,7 +345,7 @@ def _read_directory(section: _Section) -> DirectoryConfig:
     )
 
 
-def _read_compliance(section: _Section) -> ComplianceConfig:
+def _read_compliance(section: _Section, warnings: list[str]) -> ComplianceConfig:
     attempts = section.integer("lockout_failure_attempts", None, 1)
     duration = section.integer("lockout_duration", None, 1)
     window = section.integer("lockout_failure_window", 0, 0) or 0
@@ -335,8 +353,48 @@ def _read_compliance(section: _Section) -> ComplianceConfig:
         for key in ("lockout_duration", "lockout_failure_window"):
             if section.raw(key) is not None:
                 section.problem(key, "has no effect without lockout_failure_attempts")
+    expires = section.integer("password_expires_days", None, 1)
+    if expires is None:
+        for key in ("password_expires_ignore_user_ids", "password_expiry_warning_days"):
+            if section.raw(key) is not None:
+                section.problem(key, "has no effect without password_expires_days")
+    minimum_age = section.integer("minimum_password_age", 0, 0) or 0
+    if expires is not None and minimum_age >= expires:
+        # Keystone's doctor: a password could expire before its owner may change it.
+        section.problem("minimum_password_age", f"must be less than password_expires_days "
+                                                f"({minimum_age} >= {expires})")
+    regex = section.raw("password_regex")
+    description = section.raw("password_regex_description")
+    if regex is not None:
+        try:
+            re.compile(regex)
+        except re.error as exc:
+            section.problem("password_regex", f"does not compile: {exc}")
+        if description is None:
+            warnings.append("security_compliance.password_regex: warning: no "
+                            "password_regex_description; users refused by it will not be told "
+                            "what the rule is")
+    elif description is not None:
+        section.problem("password_regex_description", "has no effect without password_regex")
+    classes = section.integer("password_min_character_classes", 0, 0) or 0
+    if classes > 4:
+        section.problem("password_min_character_classes",
+                        f"at most 4 (lower, upper, digit, other), got {classes}")
+        classes = 0
     return ComplianceConfig(
         lockout_failure_attempts=attempts,
         lockout_duration=duration,
         lockout_failure_window=window,
+        disable_user_account_days_inactive=section.integer(
+            "disable_user_account_days_inactive", None, 1),
+        password_expires_days=expires,
+        password_expires_ignore_user_ids=section.items("password_expires_ignore_user_ids"),
+        password_expiry_warning_days=section.integer("password_expiry_warning_days", 14, 0) or 0,
+        password_regex=regex,
+        password_regex_description=description,
+        password_min_length=section.integer("password_min_length", 0, 0) or 0,
+        password_min_character_classes=classes,
+        unique_last_password_count=section.integer("unique_last_password_count", 0, 0) or 0,
+        minimum_password_age=minimum_age,
+        change_password_upon_first_use=section.boolean("change_password_upon_first_use", False),
     )

@@ -22,6 +22,8 @@ def serve(config: Config) -> int:
     """Run the daemon in the foreground until SIGTERM or SIGINT; return the exit code."""
     from twisted.internet import reactor
 
+    for warning in config.warnings:
+        log.warning("%s", warning)
     try:
         store = open_store(config.proxy.state)
         audit = AuditLog(config.proxy.audit_log, reactor.seconds)

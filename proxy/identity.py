@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -37,6 +38,42 @@ def canonical_dn(dn: str) -> str:
 def looks_like_dn(user: str) -> bool:
     """Whether a CLI or PAM ``USER`` argument is a DN rather than a name."""
     return "=" in user
+
+
+@dataclass(frozen=True)
+class UserSet:
+    """Accounts named in a list option by DN or by name.
+
+    A name maps to a DN through ``user_dn_template``; without a template (names found by a
+    search) a name matches a DN whose first RDN has that value (``uid=NAME,...``).
+    """
+
+    dns: frozenset[str] = frozenset()
+    names: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_items(cls, config: Config, items: tuple[str, ...]) -> UserSet:
+        """The set named by ``items`` (names or DNs)."""
+        dns, names = set(), set()
+        template = config.directory.user_dn_template
+        for item in items:
+            if looks_like_dn(item):
+                dns.add(canonical_dn(item))
+            elif template is not None:
+                dns.add(canonical_dn(template.replace("{user}", escape_rdn(item))))
+            else:
+                names.add(item.lower())
+        return cls(frozenset(dns), frozenset(names))
+
+    def __contains__(self, dn: object) -> bool:
+        if not isinstance(dn, str):
+            return False
+        if dn in self.dns:
+            return True
+        if not self.names:
+            return False
+        first = dn.split(",", 1)[0]
+        return first.partition("=")[2] in self.names
 
 
 def user_to_dn(config: Config, user: str) -> str:

@@ -16,10 +16,17 @@ from twisted.internet.defer import Deferred, succeed
 from proxy.audit import AuditLog
 from proxy.config import Config
 from proxy.identity import canonical_dn
+from proxy.passwords import Hasher, same
 from proxy.policy import lockout
-from proxy.policy.lockout import AccountState, Admission, LockoutRules
+from proxy.policy import password as pw
+from proxy.policy.account import AccountState
+from proxy.policy.lockout import Admission, LockoutRules
+from proxy.policy.password import PasswordRules, Violation
 from proxy.store import Change
 from proxy.store.worker import Runner
+
+# Blocking CPU work (argon2) goes through this: the reactor's thread pool in the daemon.
+Offload = Callable[..., "Deferred[Any]"]
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +46,59 @@ class Attempt:
     front: str
     client: str
     lease: float = field(repr=False)
+    state: AccountState = field(default=AccountState(), repr=False)  # as admitted
 
+
+@dataclass(frozen=True)
+class DirectoryRecord:
+    """What the directory says about a password: its last change, and whether it was reset."""
+
+    changed_at: float | None = None
+    reset: bool = False
+
+
+@dataclass(frozen=True)
+class BindVerdict:
+    """What becomes of a bind the directory accepted."""
+
+    allowed: bool = True  # False: refuse it (49): the password has expired
+    restricted: bool = False  # the session may only change its password
+    warn_seconds: int | None = None  # the password expires in this many seconds
+
+
+ALLOWED = BindVerdict()
+
+
+@dataclass(frozen=True)
+class PasswordChange:
+    """A request to set ``dn``'s password, as a front end saw it."""
+
+    dn: str  # canonical
+    by_self: bool  # the account changes its own password (else an administrator does)
+    new: str = field(repr=False)
+    current: str | None = field(default=None, repr=False)  # the password replaced, if known
+    front: str = "ldap"
+    client: str = "-"
+
+
+@dataclass(frozen=True)
+class ChangePlan:
+    """A change that passed every rule, with what to record once the directory accepts it."""
+
+    change: PasswordChange
+    new_hash: str | None = field(default=None, repr=False)
+    current_hash: str | None = field(default=None, repr=False)
 
 class AuthService:
     """Orders the checks of one authentication and records its outcome."""
 
-    def __init__(self, config: Config, runner: Runner, audit: AuditLog, reactor: Any) -> None:
+    def __init__(self, config: Config, runner: Runner, audit: AuditLog, reactor: Any,
+                 offload: Offload | None = None, hasher: Hasher | None = None) -> None:
         self.rules = LockoutRules.from_config(config.compliance)
+        self.passwords = PasswordRules.from_config(config)
         self.runner = runner
+        self.offload: Offload = offload or _offload_to_pool(reactor)
+        self.hasher = hasher or Hasher()
         self.audit = audit
         self.reactor = reactor
         self.clock: Callable[[], float] = reactor.seconds
@@ -66,14 +118,23 @@ class AuthService:
         def ask() -> Deferred[Attempt | None]:
             now = self.clock()
             lease = now + self.lease_seconds
-            d = self.runner.submit(key, _admit_change(self.rules, now, lease))
+            d = self.runner.submit(key, _admit_change(self.rules, self.passwords, now, lease))
             return d.addCallback(decided, lease)
 
-        def decided(verdict: Admission, lease: float) -> Attempt | None | Deferred[Attempt | None]:
-            if verdict is Admission.ALLOW:
-                return Attempt(key, front, client, lease)
-            if verdict is Admission.LOCKED:
+        def decided(verdict: tuple[Admission | str, AccountState],
+                    lease: float) -> Attempt | None | Deferred[Attempt | None]:
+            admission, state = verdict
+            if admission is Admission.ALLOW:
+                return Attempt(key, front, client, lease, state)
+            if admission is Admission.LOCKED:
                 self.audit.write("auth.failure", key, front, client, reason="locked")
+                return None
+            if admission in (_DISABLED, _NEWLY_DISABLED):
+                if admission is _NEWLY_DISABLED:
+                    self.audit.write("account.disabled", key, front, client, reason="inactivity")
+                    log.warning("account disabled after %s days without a login: %s",
+                                self.passwords.inactive_days, key)
+                self.audit.write("auth.failure", key, front, client, reason="disabled")
                 return None
             if self.clock() >= deadline:
                 self.audit.write("auth.failure", key, front, client, reason="attempts_in_flight")
@@ -82,25 +143,126 @@ class AuthService:
 
         return ask()
 
-    def record(self, attempt: Attempt, result: int | None) -> Deferred[None]:
-        """Record the directory's answer (None: the directory could not be reached)."""
+    def directory_attributes(self, attempt: Attempt) -> list[str] | None:
+        """Attributes to read from the user's entry after a good bind, or None (no read).
+
+        Read when the directory may know what bindguard does not: a reset flag (with
+        change_password_upon_first_use), or a password change bindguard did not see (with
+        expiry, while bindguard has no change of its own or would refuse or warn).
+        """
+        rules = self.passwords
+        wanted = rules.change_on_first_use
+        if rules.expires_days is not None and attempt.dn not in rules.expires_ignore:
+            state = attempt.state
+            standing = pw.expiry(rules, state, attempt.dn, self.clock())
+            wanted = wanted or (state.password_changed_at is None or standing.expired
+                                or standing.warn_seconds is not None)
+        return list(DIRECTORY_ATTRIBUTES) if wanted else None
+
+    def record(self, attempt: Attempt, result: int | None,
+               directory: DirectoryRecord | None = None,
+               rescue: bool = False) -> Deferred[BindVerdict | None]:
+        """Record the directory's answer (None: the directory could not be reached).
+
+        For a bind the directory accepted, decide expiry and must-change (with what the
+        directory said about the password, when it was read) and return the verdict.
+        ``rescue``: the bind only proves the old password for a password change, which is
+        allowed whatever the expiry or must-change state.
+        """
         now = self.clock()
-        if result == SUCCESS and attempt.dn not in self._waiters:
-            # A success need not be durable before the client hears of it: losing it in a
-            # crash only keeps earlier failures counted. Nobody waits, so no reactor wake-up.
-            self.runner.post(attempt.dn, _success_change(self.rules, now, attempt.lease))
-            self._recorded(None, attempt, result)
-            return succeed(None)
         if result == SUCCESS:
-            change: Change[Any] = _success_change(self.rules, now, attempt.lease)
-        elif result == INVALID_CREDENTIALS:
-            change = _failure_change(self.rules, now, attempt.lease)
+            return self._success(attempt, now, directory or DirectoryRecord(), rescue)
+        if result == INVALID_CREDENTIALS:
+            change: Change[Any] = _failure_change(self.rules, now, attempt.lease)
         else:
             change = _release_change(self.rules, now, attempt.lease)
         d = self.runner.submit(attempt.dn, change)
         d.addCallback(self._recorded, attempt, result)
         d.addBoth(self._woken, attempt.dn)
         return d
+
+    def _success(self, attempt: Attempt, now: float, directory: DirectoryRecord,
+                 rescue: bool) -> Deferred[BindVerdict | None]:
+        rules = self.passwords
+        state = pw.with_directory_record(rules, attempt.state, directory.changed_at,
+                                         directory.reset)
+        standing = pw.expiry(rules, state, attempt.dn, now)
+        if rescue:
+            verdict = ALLOWED
+            change: Change[Any] = _success_change(self.rules, rules, now, attempt.lease,
+                                                  directory)
+            self._audit(attempt, "auth.success", "password_change")
+        elif standing.expired:
+            verdict = BindVerdict(allowed=False)
+            change = _expired_change(self.rules, rules, now, attempt.lease,
+                                                  directory)
+            self._audit(attempt, "auth.failure", "password_expired")
+        else:
+            restricted = pw.must_change(rules, state)
+            verdict = BindVerdict(restricted=restricted, warn_seconds=standing.warn_seconds)
+            change = _success_change(self.rules, rules, now, attempt.lease, directory)
+            self._audit(attempt, "auth.success", "must_change" if restricted else None)
+        news = (attempt.lease in attempt.state.pending or attempt.state.failures
+                or state != attempt.state or pw.success_is_news(attempt.state, now))
+        if attempt.dn in self._waiters:
+            d = self.runner.submit(attempt.dn, change)
+            d.addBoth(self._woken, attempt.dn)
+            return d.addCallback(lambda _: verdict)
+        if news:
+            # A success need not be durable before the client hears of it: losing it in a
+            # crash only keeps earlier failures counted. Nobody waits, so no reactor wake-up.
+            self.runner.post(attempt.dn, change)
+        return succeed(verdict)
+
+    # -- password changes ---------------------------------------------------------------------
+
+    def check_change(self, request: PasswordChange) -> Deferred[ChangePlan | Violation]:
+        """Every rule for a new password; a refusal is audited (``password.rejected``)."""
+        now = self.clock()
+        rules = self.passwords
+        d = self.runner.submit(request.dn, _read_change(self.rules, now))
+
+        def decide(state: AccountState) -> ChangePlan | Violation | Deferred[Any]:
+            violation = pw.check_quality(rules, request.new) or pw.check_age(
+                rules, state, now, request.by_self)
+            if violation is not None:
+                return violation
+            if rules.history_count == 0:
+                return ChangePlan(request)
+            return self.offload(self._check_history, request, pw.history_to_check(rules, state))
+
+        def audited(outcome: ChangePlan | Violation) -> ChangePlan | Violation:
+            if isinstance(outcome, Violation):
+                self.audit.write("password.rejected", request.dn, request.front, request.client,
+                                 reason=outcome.rule)
+            return outcome
+
+        return d.addCallback(decide).addCallback(audited)
+
+    def _check_history(self, request: PasswordChange,
+                       history: tuple[str, ...]) -> ChangePlan | Violation:
+        """Blocking (argon2): the new password against the last N, the current included."""
+        if request.current is not None and same(request.current, request.new):
+            return pw.HISTORY_VIOLATION
+        if any(self.hasher.matches(hashed, request.new) for hashed in history):
+            return pw.HISTORY_VIOLATION
+        current_hash = None
+        if not history and request.current is not None:
+            current_hash = self.hasher.hash(request.current)
+        return ChangePlan(request, self.hasher.hash(request.new), current_hash)
+
+    def commit_change(self, plan: ChangePlan) -> Deferred[None]:
+        """The directory accepted the change: record it (``password.changed``)."""
+        request = plan.change
+        d = self.runner.submit(request.dn, _change_change(
+            self.rules, self.passwords, self.clock(), request.by_self, plan.new_hash,
+            plan.current_hash))
+
+        def audited(_: object) -> None:
+            self.audit.write("password.changed", request.dn, request.front, request.client,
+                             reason="self" if request.by_self else "admin")
+
+        return d.addCallback(audited)
 
     def _recorded(self, locked: bool | None, attempt: Attempt, result: int | None) -> None:
         if result == SUCCESS:
@@ -144,11 +306,41 @@ class AuthService:
                 d.callback(None)
 
 
-def _admit_change(rules: LockoutRules, now: float,
-                  lease: float) -> Callable[[AccountState], tuple[AccountState, Admission]]:
-    def change(state: AccountState) -> tuple[AccountState, Admission]:
+# What the directory may say about a password; asked for only when a rule needs it.
+DIRECTORY_ATTRIBUTES = ("pwdChangedTime", "pwdReset", "shadowLastChange", "pwdLastSet")
+
+# Admission outcomes beyond the lockout's own.
+_DISABLED = "disabled"
+_NEWLY_DISABLED = "newly disabled"
+
+
+def _offload_to_pool(reactor: Any) -> Offload:
+    from twisted.internet.threads import deferToThreadPool
+
+    def offload(function: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), function, *args)
+
+    return offload
+
+
+def _admit_change(rules: LockoutRules, passwords: PasswordRules, now: float, lease: float
+                  ) -> Callable[[AccountState], tuple[AccountState, tuple[Any, AccountState]]]:
+    def change(state: AccountState) -> tuple[AccountState, tuple[Any, AccountState]]:
+        state = lockout.current(rules, state, now)
+        if lockout.is_locked(rules, state, now):
+            return state, (Admission.LOCKED, state)
+        state, disabled, newly = pw.check_inactive(passwords, state, now)
+        if disabled:
+            return state, (_NEWLY_DISABLED if newly else _DISABLED, state)
         verdict, new = lockout.admit(rules, state, now, lease)
-        return new, verdict
+        return new, (verdict, new)
+    return change
+
+
+def _read_change(rules: LockoutRules,
+                 now: float) -> Callable[[AccountState], tuple[AccountState, AccountState]]:
+    def change(state: AccountState) -> tuple[AccountState, AccountState]:
+        return state, lockout.current(rules, state, now)
     return change
 
 
@@ -159,10 +351,33 @@ def _failure_change(rules: LockoutRules, now: float,
     return change
 
 
-def _success_change(rules: LockoutRules, now: float,
-                    lease: float) -> Callable[[AccountState], tuple[AccountState, None]]:
+def _success_change(rules: LockoutRules, passwords: PasswordRules, now: float, lease: float,
+                    directory: DirectoryRecord
+                    ) -> Callable[[AccountState], tuple[AccountState, None]]:
     def change(state: AccountState) -> tuple[AccountState, None]:
-        return lockout.record_success(rules, state, now, lease), None
+        state = lockout.record_success(rules, state, now, lease)
+        return pw.with_directory_record(passwords, state, directory.changed_at,
+                                        directory.reset), None
+    return change
+
+
+def _expired_change(rules: LockoutRules, passwords: PasswordRules, now: float, lease: float,
+                    directory: DirectoryRecord
+                    ) -> Callable[[AccountState], tuple[AccountState, None]]:
+    """The right password, but expired: not a failure, not a success either."""
+    def change(state: AccountState) -> tuple[AccountState, None]:
+        state = lockout.release(rules, state, now, lease)
+        return pw.with_directory_record(passwords, state, directory.changed_at,
+                                        directory.reset), None
+    return change
+
+
+def _change_change(rules: LockoutRules, passwords: PasswordRules, now: float, by_self: bool,
+                   new_hash: str | None, current_hash: str | None
+                   ) -> Callable[[AccountState], tuple[AccountState, None]]:
+    def change(state: AccountState) -> tuple[AccountState, None]:
+        state = lockout.current(rules, state, now)
+        return pw.record_change(passwords, state, now, by_self, new_hash, current_hash), None
     return change
 
 

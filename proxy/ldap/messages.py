@@ -21,7 +21,10 @@ BIND_REQUEST = 0x60
 BIND_RESPONSE = 0x61
 UNBIND_REQUEST = 0x42
 SEARCH_REQUEST = 0x63
+SEARCH_RESULT_ENTRY = 0x64
 SEARCH_RESULT_DONE = 0x65
+MODIFY_REQUEST = 0x66
+ADD_REQUEST = 0x68
 ABANDON_REQUEST = 0x50
 EXTENDED_REQUEST = 0x77
 EXTENDED_RESPONSE = 0x78
@@ -53,7 +56,9 @@ class Result:
     PROTOCOL_ERROR = 2
     AUTH_METHOD_NOT_SUPPORTED = 7
     SASL_BIND_IN_PROGRESS = 14
+    CONSTRAINT_VIOLATION = 19
     INVALID_CREDENTIALS = 49
+    INSUFFICIENT_ACCESS = 50
     UNAVAILABLE = 52
     UNWILLING_TO_PERFORM = 53
 
@@ -64,6 +69,10 @@ class PPolicyError:
     PASSWORD_EXPIRED = 0
     ACCOUNT_LOCKED = 1
     CHANGE_AFTER_RESET = 2
+    INSUFFICIENT_QUALITY = 5
+    TOO_SHORT = 6
+    TOO_YOUNG = 7
+    IN_HISTORY = 8
 
 
 @dataclass(frozen=True)
@@ -186,11 +195,42 @@ def ldap_result(message_id: int, op_tag: int, code: int, message: str = "",
     return tlv(SEQUENCE, tlv(INTEGER, integer_value(message_id)) + tlv(op_tag, body) + controls)
 
 
-def ppolicy_control(error: int) -> bytes:
-    """The password policy response control carrying ``error`` (e.g. accountLocked)."""
-    value = tlv(SEQUENCE, tlv(0x81, integer_value(error)))
-    control = tlv(SEQUENCE, tlv(OCTET_STRING, PPOLICY_OID.encode()) + tlv(OCTET_STRING, value))
+def simple_bind_request(message_id: int, dn: str, password: str) -> bytes:
+    """A version 3 simple BindRequest (bindguard's own, on a user's behalf)."""
+    body = (tlv(INTEGER, integer_value(3)) + tlv(OCTET_STRING, dn.encode())
+            + tlv(_SIMPLE, password.encode()))
+    return tlv(SEQUENCE, tlv(INTEGER, integer_value(message_id)) + tlv(BIND_REQUEST, body))
+
+
+def ppolicy_control(error: int | None = None, expires_in: int | None = None) -> bytes:
+    """The ``[0] Controls`` holding a password policy response control (draft-behera):
+    an error (e.g. accountLocked) and/or the timeBeforeExpiration warning in seconds."""
+    value = b""
+    if expires_in is not None:
+        value += tlv(0xA0, tlv(0x80, integer_value(max(0, expires_in))))
+    if error is not None:
+        value += tlv(0x81, integer_value(error))
+    control = tlv(SEQUENCE, tlv(OCTET_STRING, PPOLICY_OID.encode())
+                  + tlv(OCTET_STRING, tlv(SEQUENCE, value)))
     return tlv(CONTROLS, control)
+
+
+def with_ppolicy(pdu: bytes, env: Envelope, controls: bytes) -> bytes:
+    """``pdu`` with its password policy control replaced by ``controls`` (a ppolicy_control);
+    the directory's other controls are kept."""
+    kept = b""
+    if env.op_end < env.end:
+        tag, pos, end = read_header(pdu, env.op_end, env.end)
+        while pos < end:
+            _, start, stop = read_header(pdu, pos, end)
+            _, ostart, oend = read_header(pdu, start, stop)
+            if pdu[ostart:oend] != PPOLICY_OID.encode():
+                kept += pdu[pos:stop]
+            pos = stop
+    _, inner, _ = read_header(controls, 0, len(controls))
+    merged = tlv(CONTROLS, kept + controls[inner:])
+    _, body_start, _ = read_header(pdu, 0, len(pdu))
+    return tlv(SEQUENCE, pdu[body_start:env.op_end] + merged)
 
 
 def notice_of_disconnection(code: int, message: str) -> bytes:

@@ -1,10 +1,16 @@
 """One client connection of the LDAP front: binds go through the service, the rest is bytes.
 
-Client PDUs are handled strictly in order. A simple bind with a password holds the queue while
-the service admits it; everything else is written to the session's own upstream connection
-unchanged (message IDs and controls untouched). Upstream PDUs go back unchanged too; only the
-BindResponses of binds the service admitted are read, and the outcome is recorded before the
-client sees it, so a crash after a refused bind cannot lose the failure.
+Client PDUs are handled strictly in order. A simple bind with a password, and every way of
+setting a password (Password Modify, a ModifyRequest or AddRequest touching a password
+attribute), hold the queue while the service decides and the directory answers; everything else
+is written to the session's own upstream connection unchanged (message IDs and controls
+untouched). Upstream PDUs go back unchanged too; only the responses to requests the session
+watches are read, and their outcome is recorded before the client sees it, so a crash after a
+refused bind cannot lose the failure.
+
+After a bind the directory accepted, the session may read the user's entry (pwdChangedTime,
+pwdReset, ...) on the same connection, reusing the bind's message ID, before it decides on
+expiry and must-change. A must-change session may only change its password.
 """
 from __future__ import annotations
 
@@ -19,10 +25,20 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
 from proxy.config import ProxyConfig, Upstream
+from proxy.identity import canonical_dn
 from proxy.ldap import messages as m
+from proxy.ldap import passwd
 from proxy.ldap.ber import Framer, ProtocolViolation
 from proxy.ldap.upstream import UpstreamConnection, connect_upstream, set_no_delay
-from proxy.service import Attempt, AuthService
+from proxy.policy.password import Violation
+from proxy.service import (
+    Attempt,
+    AuthService,
+    BindVerdict,
+    ChangePlan,
+    DirectoryRecord,
+    PasswordChange,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +49,22 @@ Connector = Callable[[Any, "tuple[Upstream, ...]", float, Any], "Deferred[Upstre
 # In the output queue: close the connection once everything ahead of it is written.
 _CLOSE = object()
 
+PASSWORD_MODIFY_OID = "1.3.6.1.4.1.4203.1.11.1"
+WHOAMI_OID = "1.3.6.1.4.1.4203.1.11.3"
+STARTTLS_OID = "1.3.6.1.4.1.1466.20037"
+# What a must-change session may still do (besides binding again, unbind and abandon).
+_RESTRICTED_EXTENDED = {PASSWORD_MODIFY_OID, WHOAMI_OID, STARTTLS_OID}
+_ALWAYS_ALLOWED = {m.BIND_REQUEST, m.UNBIND_REQUEST, m.ABANDON_REQUEST}
+MUST_CHANGE_MESSAGE = ("password change required: change the password (Password Modify, e.g. "
+                       "ldappasswd) before anything else")
+
 
 @dataclass
-class _PendingBind:
-    """A bind forwarded to the directory whose answer decides an Attempt."""
+class _Watch:
+    """A request whose response(s) the session reads before the client sees them."""
 
-    attempt: Attempt
+    on_pdu: Callable[[bytes, m.Envelope], bool]  # True when the last response is in
+    on_lost: Callable[[], None]  # no answer will come (timeout, connection lost)
     timer: Any
 
 
@@ -55,7 +81,12 @@ class LdapSession(Protocol):
         self.queue: deque[bytes] = deque()
         self.held = False  # a request is being decided: the rest of the queue waits
         self.upstream: UpstreamConnection | None = None
-        self.binds: dict[int, _PendingBind] = {}
+        self.watches: dict[int, _Watch] = {}
+        # Who the connection is bound as (canonical DN), after a simple bind bindguard checked.
+        self.bound_dn: str | None = None
+        self.bound_password: str | None = None  # only to keep it out of the history on change
+        self.sasl_bound = False
+        self.restricted = False  # must change the password before anything else
         # Output to the client, in order. A list is a slot for a BindResponse whose outcome is
         # still being recorded: what comes after it waits until the slot is filled.
         self.out: deque[bytes | list[bytes] | object] = deque()
@@ -102,16 +133,8 @@ class LdapSession(Protocol):
             pdu = self.queue[0]
             try:
                 env = m.parse_envelope(pdu)
-                if env.op_tag == m.BIND_REQUEST:
-                    request = m.parse_bind_request(pdu, env)
-                    refusal = self._bind_refusal(request)
-                    if refusal is not None or not (request.sasl or request.anonymous):
-                        self.queue.popleft()
-                        if refusal is not None:
-                            self.answer(request.message_id, env.op_tag, *refusal)
-                        else:
-                            self._check_bind(pdu, request)
-                        continue
+                if self._intercept(pdu, env):
+                    continue
             except ProtocolViolation as exc:
                 self.protocol_violation(str(exc))
                 return
@@ -124,6 +147,48 @@ class LdapSession(Protocol):
                 self.held = True
                 self.emit(_CLOSE)
                 return
+
+    def _intercept(self, pdu: bytes, env: m.Envelope) -> bool:
+        """Handle the PDU at the head of the queue if policy needs it; False: pass it on."""
+        op = env.op_tag
+        if op == m.BIND_REQUEST:
+            request = m.parse_bind_request(pdu, env)
+            self._forget_identity()
+            refusal = self._bind_refusal(request)
+            if refusal is None and (request.sasl or request.anonymous):
+                self.sasl_bound = request.sasl
+                return False
+            self.queue.popleft()
+            if refusal is not None:
+                self.answer(request.message_id, op, *refusal)
+            else:
+                self._check_bind(pdu, request)
+            return True
+        if op in _ALWAYS_ALLOWED:
+            return False
+        extended = passwd.parse_extended_request(pdu, env) if op == m.EXTENDED_REQUEST else None
+        if self.restricted and (extended is None or extended.name not in _RESTRICTED_EXTENDED):
+            self.queue.popleft()
+            self.answer(env.message_id, op, m.Result.INSUFFICIENT_ACCESS, MUST_CHANGE_MESSAGE)
+            return True
+        if extended is not None and extended.name == PASSWORD_MODIFY_OID:
+            self.queue.popleft()
+            self._password_modify(pdu, env, passwd.parse_password_modify(extended.value))
+            return True
+        if op in (m.MODIFY_REQUEST, m.ADD_REQUEST):
+            change = (passwd.parse_modify_password(pdu, env) if op == m.MODIFY_REQUEST
+                      else passwd.parse_add_password(pdu, env))
+            if change is None or (change.removes_all and not change.new):
+                return False  # no password set (a removal leaves no password to check)
+            self.queue.popleft()
+            self._password_write(pdu, env, change)
+            return True
+        return False
+
+    def _forget_identity(self) -> None:
+        """A bind starts: the connection is anonymous until it succeeds (RFC 4511 4.2.1)."""
+        self.bound_dn = self.bound_password = None
+        self.sasl_bound = self.restricted = False
 
     def answer(self, message_id: int, op_tag: int, code: int, message: str = "",
                controls: bytes = b"") -> None:
@@ -179,7 +244,7 @@ class LdapSession(Protocol):
         self.held = True
         d = self.service.admit(request.dn, "ldap", self.client)
         d.addCallbacks(self._admitted, self._internal_error, callbackArgs=(pdu, request),
-                       errbackArgs=(request,))
+                       errbackArgs=(request.message_id, m.BIND_REQUEST))
 
     def _admitted(self, attempt: Attempt | None, pdu: bytes, request: m.BindRequest) -> None:
         if attempt is None:
@@ -191,23 +256,112 @@ class LdapSession(Protocol):
             self._resume()
         elif self.client_gone:
             self.service.record(attempt, None)
-        elif self.upstream is None:
-            self._connect().addBoth(lambda _: self._send_bind(attempt, pdu, request))
         else:
-            self._send_bind(attempt, pdu, request)
+            self._with_upstream(lambda: self._send_bind(attempt, pdu, request),
+                                lambda: self._bind_unavailable(attempt, request.message_id))
+
+    def _with_upstream(self, then: Callable[[], None], otherwise: Callable[[], None]) -> None:
+        """Run ``then`` once the upstream connection is open, ``otherwise`` if none is."""
+        def go(_: object = None) -> None:
+            if self.upstream is None:
+                otherwise()
+            else:
+                then()
+
+        if self.upstream is None:
+            self._connect().addBoth(go)
+        else:
+            go()
+
+    def _bind_unavailable(self, attempt: Attempt, message_id: int) -> None:
+        self._record_then_answer(attempt, None, m.ldap_result(
+            message_id, m.BIND_RESPONSE, m.Result.UNAVAILABLE, "directory unavailable"))
+        self._resume()
+
+    def _watch(self, message_id: int, on_pdu: Callable[[bytes, m.Envelope], bool],
+               on_lost: Callable[[], None]) -> None:
+        """Read the responses to ``message_id`` (with the upstream timeout) before the client."""
+        timer = self.reactor.callLater(self.config.upstream_timeout, self._timed_out,
+                                       message_id)
+        self.watches[message_id] = _Watch(on_pdu, on_lost, timer)
 
     def _send_bind(self, attempt: Attempt, pdu: bytes, request: m.BindRequest) -> None:
-        if self.upstream is None:  # no directory reachable, or the client left meanwhile
-            self._record_then_answer(attempt, None, m.ldap_result(
-                request.message_id, m.BIND_RESPONSE, m.Result.UNAVAILABLE,
-                "directory unavailable"))
-            self._resume()
-            return
-        timer = self.reactor.callLater(self.config.upstream_timeout, self._bind_timed_out,
-                                       request.message_id)
-        self.binds[request.message_id] = _PendingBind(attempt, timer)
+        """Forward the bind; the queue stays held until its outcome is decided."""
+        message_id = request.message_id
+        self._watch(message_id, lambda p, e: self._bind_answered(attempt, request, p, e),
+                    lambda: self._bind_unavailable(attempt, message_id))
+        assert self.upstream is not None
         self.upstream.send(pdu)
-        self._resume()
+
+    def _bind_answered(self, attempt: Attempt, request: m.BindRequest, pdu: bytes,
+                       env: m.Envelope) -> bool:
+        if env.op_tag != m.BIND_RESPONSE:
+            return False
+        code = m.result_code(pdu, env)
+        attributes = self.service.directory_attributes(attempt) if code == 0 else None
+        if code != 0 or attributes is None or self.client_gone:
+            self._bind_decided(attempt, request, code, pdu, env, DirectoryRecord())
+            return True
+        # Read what the directory knows about the password, reusing the bind's message ID:
+        # the client waits for that ID and sends nothing else meanwhile (the queue is held).
+        found: dict[str, list[bytes]] = {}
+
+        def on_pdu(p: bytes, e: m.Envelope) -> bool:
+            if e.op_tag == m.SEARCH_RESULT_ENTRY:
+                found.update(passwd.parse_search_entry(p, e))
+            elif e.op_tag == m.SEARCH_RESULT_DONE:
+                self._bind_decided(attempt, request, 0, pdu, env, passwd.directory_record(found))
+                return True
+            return False
+
+        self.watches.pop(request.message_id).timer.cancel()
+        self._watch(request.message_id, on_pdu,
+                    lambda: self._bind_unavailable(attempt, request.message_id))
+        assert self.upstream is not None
+        self.upstream.send(passwd.search_base_request(request.message_id, request.dn,
+                                                      attributes))
+        return False
+
+    def _bind_decided(self, attempt: Attempt, request: m.BindRequest, code: int,
+                      pdu: bytes, env: m.Envelope, record: DirectoryRecord) -> None:
+        """Record the outcome, then answer the client and let the queue go on."""
+        slot = self._slot()
+        d = self.service.record(attempt, code, record)
+
+        def decided(verdict: BindVerdict | None) -> None:
+            self._fill(slot, self._bind_response(verdict, request, pdu, env))
+            self._resume()
+
+        def failed(failure: Failure) -> None:
+            log.error("bind outcome not recorded: %s", failure.getErrorMessage())
+            self._fill(slot, pdu if code != 0 else m.ldap_result(
+                request.message_id, m.BIND_RESPONSE, m.Result.UNAVAILABLE,
+                "temporarily unavailable"))
+            if code == 0:
+                self._drop_upstream()
+            self._resume()
+
+        d.addCallbacks(decided, failed)
+
+    def _bind_response(self, verdict: BindVerdict | None, request: m.BindRequest,
+                       pdu: bytes, env: m.Envelope) -> bytes:
+        """The client's answer to a bind the directory answered, and the session's new state."""
+        ppolicy = request.has_control(m.PPOLICY_OID)
+        if verdict is None:  # refused by the directory: its own answer
+            return pdu
+        if not verdict.allowed:  # expired: the directory's connection is bound, drop it
+            self._drop_upstream()
+            return m.ldap_result(request.message_id, m.BIND_RESPONSE,
+                                 m.Result.INVALID_CREDENTIALS, controls=m.ppolicy_control(
+                                     m.PPolicyError.PASSWORD_EXPIRED) if ppolicy else b"")
+        self.bound_dn = canonical_dn(request.dn)
+        self.bound_password = _text(request.password)
+        self.restricted = verdict.restricted
+        if ppolicy and (verdict.restricted or verdict.warn_seconds is not None):
+            return m.with_ppolicy(pdu, env, m.ppolicy_control(
+                m.PPolicyError.CHANGE_AFTER_RESET if verdict.restricted else None,
+                verdict.warn_seconds))
+        return pdu
 
     def _record_then_answer(self, attempt: Attempt, code: int | None, response: bytes) -> None:
         """Record an outcome durably, then let the client see the response."""
@@ -216,22 +370,194 @@ class LdapSession(Protocol):
         d.addErrback(lambda f: log.error("bind outcome not recorded: %s", f.getErrorMessage()))
         d.addCallback(lambda _: self._fill(slot, response))
 
-    def _bind_timed_out(self, message_id: int) -> None:
-        if message_id not in self.binds:
+    def _timed_out(self, message_id: int) -> None:
+        if message_id not in self.watches:
             return
-        log.warning("directory did not answer a bind within %ss", self.config.upstream_timeout)
+        log.warning("directory did not answer within %ss", self.config.upstream_timeout)
         # The connection is in an unknown state: drop it; the next request opens a new one,
         # anonymous as a connection after a failed bind is (RFC 4511 4.2.1).
+        self._drop_upstream()
+        self._fail_watches()
+
+    def _drop_upstream(self) -> None:
+        """Close the upstream connection without hearing of it: the next request opens one."""
         if self.upstream is not None:
             upstream, self.upstream = self.upstream, None
             upstream.detach()
             upstream.transport.abortConnection()  # type: ignore[union-attr]
-        self._fail_pending_binds()
 
-    def _internal_error(self, failure: Failure, request: m.BindRequest) -> None:
-        log.error("bind could not be checked: %s", failure.getErrorMessage())
-        self.answer(request.message_id, m.BIND_REQUEST, m.Result.UNAVAILABLE,
-                    "temporarily unavailable")
+    # -- password changes ---------------------------------------------------------------------
+
+    def _password_modify(self, pdu: bytes, env: m.Envelope, request: passwd.PasswordModify
+                         ) -> None:
+        """RFC 3062 Password Modify: checked, then forwarded as the user; or refused."""
+        refuse = self._refuser(pdu, env)
+        if request.new is None:
+            refuse(m.Result.UNWILLING_TO_PERFORM, "give the new password: bindguard checks it "
+                   "and does not let the directory generate one")
+            return
+        identity = request.user_identity
+        if identity is not None and identity.startswith("dn:"):
+            identity = identity[3:]
+        elif identity is not None and identity.startswith("u:"):
+            refuse(m.Result.UNWILLING_TO_PERFORM, "userIdentity must be a DN")
+            return
+        if self.bound_dn is None and not self.sasl_bound:
+            if identity and request.old is not None:
+                self._rescue(pdu, env, identity, request.old, request.new)
+            else:
+                refuse(m.Result.INSUFFICIENT_ACCESS, "bind first, or give userIdentity and "
+                                                     "the old password")
+            return
+        target = canonical_dn(identity) if identity else self.bound_dn
+        if target is None:
+            refuse(m.Result.UNWILLING_TO_PERFORM, "give userIdentity: bindguard does not know "
+                                                  "the identity of a SASL session")
+            return
+        by_self = self.sasl_bound or target == self.bound_dn
+        current = request.old
+        if current is None and target == self.bound_dn:
+            current = self.bound_password
+        self._change(pdu, env, PasswordChange(target, by_self, request.new, current, "ldap",
+                                              self.client))
+
+    def _password_write(self, pdu: bytes, env: m.Envelope, change: passwd.PasswordChange
+                        ) -> None:
+        """A ModifyRequest or AddRequest that sets a password attribute."""
+        refuse = self._refuser(pdu, env)
+        if self.bound_dn is None and not self.sasl_bound:
+            refuse(m.Result.INSUFFICIENT_ACCESS, "bind first")
+            return
+        if len(change.new) != 1:
+            refuse(m.Result.UNWILLING_TO_PERFORM, "set exactly one password value")
+            return
+        if not passwd.is_checkable(change.new[0]):
+            refuse(m.Result.UNWILLING_TO_PERFORM, "the password must be given as UTF-8 text: "
+                                                  "a pre-hashed value cannot be checked "
+                                                  "against the password rules")
+            return
+        target = canonical_dn(change.dn)
+        by_self = env.op_tag == m.MODIFY_REQUEST and (self.sasl_bound
+                                                      or target == self.bound_dn)
+        current = change.old[0] if change.old else None
+        if current is None and target == self.bound_dn:
+            current = self.bound_password
+        self._change(pdu, env, PasswordChange(target, by_self, change.new[0], current, "ldap",
+                                              self.client))
+
+    def _refuser(self, pdu: bytes, env: m.Envelope) -> Callable[..., None]:
+        """Answer the request locally, with the ppolicy control when one is due and asked."""
+        ppolicy = any(c.oid == m.PPOLICY_OID for c in m.parse_controls(pdu, env.op_end, env.end))
+
+        def refuse(code: int, message: str, error: int | None = None) -> None:
+            controls = m.ppolicy_control(error) if ppolicy and error is not None else b""
+            self.answer(env.message_id, env.op_tag, code, message, controls)
+
+        return refuse
+
+    def _change(self, pdu: bytes, env: m.Envelope, request: PasswordChange,
+                after: Callable[[], None] | None = None) -> None:
+        """Check a new password, forward it when it passes, record it when the directory
+        takes it. ``after`` runs once the client has its answer."""
+        self.held = True
+        refuse = self._refuser(pdu, env)
+
+        def finish() -> None:
+            if after is not None:
+                after()
+            self._resume()
+
+        def checked(outcome: ChangePlan | Violation) -> None:
+            if isinstance(outcome, Violation):
+                refuse(m.Result.CONSTRAINT_VIOLATION, outcome.message, outcome.ppolicy)
+                finish()
+                return
+            self._with_upstream(lambda: forward(outcome), unavailable)
+
+        def unavailable() -> None:
+            refuse(m.Result.UNAVAILABLE, "directory unavailable")
+            finish()
+
+        def forward(plan: ChangePlan) -> None:
+            def on_pdu(p: bytes, e: m.Envelope) -> bool:
+                if e.op_tag != m.RESPONSE_TO[env.op_tag]:
+                    self.emit(p)  # e.g. an intermediate response: not ours to judge
+                    return False
+                if m.result_code(p, e) != m.Result.SUCCESS:
+                    self.emit(p)  # the directory refused: nothing to record
+                    finish()
+                    return True
+                slot = self._slot()
+                d = self.service.commit_change(plan)
+                d.addErrback(lambda f: log.error("password change not recorded: %s",
+                                                 f.getErrorMessage()))
+                d.addCallback(lambda _: self._changed(request, slot, p, finish))
+                return True
+
+            self._watch(env.message_id, on_pdu, unavailable)
+            assert self.upstream is not None
+            self.upstream.send(pdu)
+
+        d = self.service.check_change(request)
+        d.addCallbacks(checked, self._internal_error,
+                       errbackArgs=(env.message_id, env.op_tag))
+
+    def _changed(self, request: PasswordChange, slot: list[bytes], response: bytes,
+                 finish: Callable[[], None]) -> None:
+        if request.dn == self.bound_dn:
+            self.bound_password = request.new
+            self.restricted = False
+        self._fill(slot, response)
+        finish()
+
+    def _rescue(self, pdu: bytes, env: m.Envelope, dn: str, old: str, new: str) -> None:
+        """Password Modify on an unbound connection (an expired or must-change password):
+        authenticate the old password as a bind would, then change as the user. The upstream
+        connection is bound as the user meanwhile: it is dropped afterwards, whatever happens."""
+        self.held = True
+        refuse = self._refuser(pdu, env)
+
+        def admitted(attempt: Attempt | None) -> None:
+            if attempt is None:
+                refuse(m.Result.INVALID_CREDENTIALS, "")
+                self._resume()
+            else:
+                self._with_upstream(lambda: bind(attempt), lambda: unavailable(attempt))
+
+        def unavailable(attempt: Attempt) -> None:
+            self.service.record(attempt, None)
+            refuse(m.Result.UNAVAILABLE, "directory unavailable")
+            self._resume()
+
+        def bind(attempt: Attempt) -> None:
+            def on_pdu(p: bytes, e: m.Envelope) -> bool:
+                if e.op_tag != m.BIND_RESPONSE:
+                    return False
+                code = m.result_code(p, e)
+                d = self.service.record(attempt, code, rescue=True)
+                d.addCallbacks(lambda _: authenticated(code), self._internal_error,
+                               errbackArgs=(env.message_id, env.op_tag))
+                return True
+
+            self._watch(env.message_id, on_pdu, lambda: unavailable(attempt))
+            assert self.upstream is not None
+            self.upstream.send(m.simple_bind_request(env.message_id, dn, old))
+
+        def authenticated(code: int) -> None:
+            if code != m.Result.SUCCESS:
+                refuse(code, "")
+                self._drop_upstream()
+                self._resume()
+                return
+            self._change(pdu, env, PasswordChange(canonical_dn(dn), True, new, old, "ldap",
+                                                  self.client), after=self._drop_upstream)
+
+        d = self.service.admit(dn, "ldap", self.client)
+        d.addCallbacks(admitted, self._internal_error, errbackArgs=(env.message_id, env.op_tag))
+
+    def _internal_error(self, failure: Failure, message_id: int, op_tag: int) -> None:
+        log.error("request could not be checked: %s", failure.getErrorMessage())
+        self.answer(message_id, op_tag, m.Result.UNAVAILABLE, "temporarily unavailable")
         self._resume()
 
     def _resume(self) -> None:
@@ -246,7 +572,7 @@ class LdapSession(Protocol):
                              self)
 
         def connected(upstream: UpstreamConnection) -> None:
-            if self.client_gone and not self.binds:
+            if self.client_gone and not self.watches:
                 upstream.close()
             else:
                 self.upstream = upstream
@@ -272,13 +598,18 @@ class LdapSession(Protocol):
         self._connect().addCallback(done)
 
     def upstream_pdus(self, pdus: list[bytes]) -> None:
-        """Pass the directory's PDUs to the client, reading the BindResponses we wait for."""
+        """Pass the directory's PDUs to the client, reading the responses the session watches."""
         for pdu in pdus:
-            if self.binds:
+            if self.watches:
                 try:
                     env = m.parse_envelope(pdu)
-                    if env.op_tag == m.BIND_RESPONSE and env.message_id in self.binds:
-                        self._bind_answered(pdu, env)
+                    watch = self.watches.get(env.message_id)
+                    if watch is not None:
+                        if watch.on_pdu(pdu, env):
+                            if watch.timer.active():
+                                watch.timer.cancel()
+                            if self.watches.get(env.message_id) is watch:
+                                del self.watches[env.message_id]
                         continue
                 except ProtocolViolation as exc:
                     self.upstream_lost(f"malformed response from the directory: {exc}")
@@ -286,32 +617,35 @@ class LdapSession(Protocol):
             self.emit(pdu)
         self._close_upstream_when_idle()
 
-    def _bind_answered(self, pdu: bytes, env: m.Envelope) -> None:
-        pending = self.binds.pop(env.message_id)
-        pending.timer.cancel()
-        self._record_then_answer(pending.attempt, m.result_code(pdu, env), pdu)
-
     def upstream_lost(self, why: str) -> None:
         """The directory closed our connection: the session's state is gone with it."""
         self.upstream = None
-        self._fail_pending_binds()
+        self._fail_watches()
         if not self.client_gone:
             log.info("closing connection from %s: %s", self.client, why)
             self.emit(m.notice_of_disconnection(m.Result.UNAVAILABLE, "directory unavailable"))
             self.emit(_CLOSE)
 
-    def _fail_pending_binds(self) -> None:
-        binds, self.binds = self.binds, {}
-        for message_id, pending in binds.items():
-            if pending.timer.active():
-                pending.timer.cancel()
-            self._record_then_answer(pending.attempt, None, m.ldap_result(
-                message_id, m.BIND_RESPONSE, m.Result.UNAVAILABLE, "directory unavailable"))
+    def _fail_watches(self) -> None:
+        watches, self.watches = self.watches, {}
+        for watch in watches.values():
+            if watch.timer.active():
+                watch.timer.cancel()
+            watch.on_lost()
 
     def _close_upstream_when_idle(self) -> None:
-        if self.client_gone and not self.binds and self.upstream is not None:
+        if self.client_gone and not self.watches and self.upstream is not None:
             upstream, self.upstream = self.upstream, None
             upstream.close()
+
+
+def _text(password: bytes | None) -> str | None:
+    if password is None:
+        return None
+    try:
+        return password.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 class LdapFrontFactory(Factory):

@@ -13,6 +13,7 @@ import enum
 from dataclasses import dataclass, replace
 
 from proxy.config import ComplianceConfig
+from proxy.policy.account import AccountState
 
 
 @dataclass(frozen=True)
@@ -28,17 +29,6 @@ class LockoutRules:
         """The rules of a ``[security_compliance]`` section."""
         return cls(config.lockout_failure_attempts, config.lockout_duration,
                    config.lockout_failure_window)
-
-
-@dataclass(frozen=True)
-class AccountState:
-    """What bindguard knows about one account."""
-
-    failures: tuple[float, ...] = ()  # times of the failures that still count, oldest first
-    pending: tuple[float, ...] = ()  # lease expiry of each attempt in flight
-    locked_at: float | None = None  # when the current lock began
-    last_success_at: float | None = None
-    first_seen_at: float | None = None
 
 
 class Admission(enum.Enum):
@@ -85,7 +75,9 @@ def admit(rules: LockoutRules, state: AccountState, now: float,
     state = current(rules, state, now)
     if is_locked(rules, state, now):
         return Admission.LOCKED, state
-    if rules.attempts is not None and len(state.failures) + len(state.pending) >= rules.attempts:
+    if rules.attempts is None:
+        return Admission.ALLOW, state  # lockout is off: nothing to reserve
+    if len(state.failures) + len(state.pending) >= rules.attempts:
         return Admission.BUSY, state
     return Admission.ALLOW, replace(state, pending=state.pending + (lease_until,))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from proxy.policy.lockout import AccountState
+from proxy.policy.account import AccountState
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from proxy.policy.lockout import AccountState
+from proxy.policy.account import AccountState
 from proxy.store import Change
 
 # Each entry migrates the schema from version i to i + 1 (PRAGMA user_version).
@@ -22,10 +22,23 @@ MIGRATIONS: list[str] = [
         first_seen_at REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 2: password lifecycle and inactivity (history: argon2id hashes, newest first)
+    """
+    ALTER TABLE account ADD COLUMN enabled_at REAL;
+    ALTER TABLE account ADD COLUMN disabled_at REAL;
+    ALTER TABLE account ADD COLUMN password_changed_at REAL;
+    ALTER TABLE account ADD COLUMN password_changed_by TEXT;
+    ALTER TABLE account ADD COLUMN directory_changed_at REAL;
+    ALTER TABLE account ADD COLUMN must_change TEXT;
+    ALTER TABLE account ADD COLUMN history TEXT NOT NULL DEFAULT ''
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_COLUMNS = "failures, pending, locked_at, last_success_at, first_seen_at"
+_COLUMNS = ("failures, pending, locked_at, last_success_at, first_seen_at, enabled_at, "
+            "disabled_at, password_changed_at, password_changed_by, directory_changed_at, "
+            "must_change, history")
+_PLACES = ", ".join("?" * (1 + _COLUMNS.count(",") + 1))
 
 
 class SqliteStore:
@@ -75,7 +88,7 @@ class SqliteStore:
                 for dn, change in changes:
                     before = self._read(dn)
                     after, result = change(before or AccountState())
-                    if after != before:
+                    if after != (before or AccountState()):  # reads write nothing
                         self._write(dn, after)
                     results.append(result)
                 self._db.execute("COMMIT")
@@ -99,13 +112,18 @@ class SqliteStore:
         if row is None:
             return None
         return AccountState(failures=_times(row[0]), pending=_times(row[1]), locked_at=row[2],
-                            last_success_at=row[3], first_seen_at=row[4])
+                            last_success_at=row[3], first_seen_at=row[4], enabled_at=row[5],
+                            disabled_at=row[6], password_changed_at=row[7],
+                            password_changed_by=row[8], directory_changed_at=row[9],
+                            must_change=row[10], history=tuple(row[11].split()))
 
     def _write(self, dn: str, state: AccountState) -> None:
         self._db.execute(
-            f"INSERT OR REPLACE INTO account (dn, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO account (dn, {_COLUMNS}) VALUES ({_PLACES})",
             (dn, _text(state.failures), _text(state.pending), state.locked_at,
-             state.last_success_at, state.first_seen_at))
+             state.last_success_at, state.first_seen_at, state.enabled_at, state.disabled_at,
+             state.password_changed_at, state.password_changed_by, state.directory_changed_at,
+             state.must_change, " ".join(state.history)))
 
 
 def _times(text: str) -> tuple[float, ...]:

@@ -104,14 +104,18 @@ def test_search_and_controls_pass_through_raw(harness: Harness) -> None:
 
 
 def test_pipelined_requests_wait_behind_a_bind(harness: Harness) -> None:
-    """A request sent right after a bind reaches the directory after it, in order."""
+    """A request sent right after a bind reaches the directory once the bind is decided
+    (RFC 4511 4.2.1: it runs as whoever the bind made the connection), in order."""
     harness.directory.pending = True
-    session, _ = harness.session()
+    session, client = harness.session()
     bind, search = w.bind_request(1, ALICE, "pw"), w.search_request(2, "dc=example,dc=org")
     session.dataReceived(bind + search)
     assert harness.directory.received() == b""
     harness.directory.waiting[0].callback(None)
+    assert harness.directory.received() == bind
+    harness.directory.answer(w.bind_response(1, 0))
     assert harness.directory.received() == bind + search
+    assert client.value() == w.bind_response(1, 0)
 
 
 def test_malformed_pdu_closes_only_that_connection(harness: Harness) -> None:
