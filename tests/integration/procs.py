@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -49,7 +50,7 @@ class Daemon:
 
     def __init__(self, workdir: Path, upstream: str, attempts: int = 5, timeout: float = 2.0,
                  compliance: str = "lockout_duration = 600", state: Path | None = None,
-                 name: str = "bindguard") -> None:
+                 name: str = "bindguard", env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.config = workdir / f"{name}.ini"
@@ -59,6 +60,7 @@ class Daemon:
         self.config.write_text(BASE_CONFIG.format(
             port=self.port, upstream=upstream, timeout=timeout, state=self.state,
             audit=self.audit_path, attempts=attempts, compliance=compliance))
+        self.env = env  # extra environment of the daemon (e.g. libfaketime's)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -67,8 +69,9 @@ class Daemon:
 
     def start(self) -> None:
         log = open(self.log_path, "ab")
+        env = {**os.environ, **self.env} if self.env else None
         self.process = subprocess.Popen([BINDGUARD, "serve", "-c", str(self.config)],
-                                        stdout=log, stderr=log)
+                                        stdout=log, stderr=log, env=env)
         log.close()
         try:
             wait_for_port(self.port)
