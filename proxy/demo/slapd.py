@@ -95,14 +95,18 @@ def _q(path: Path) -> str:
 class Slapd:
     """A slapd process serving the demo directory from ``workdir``."""
 
-    def __init__(self, workdir: Path, port: int | None = None, log_stats: bool = True) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, log_stats: bool = True,
+                 ppolicy: bool = False) -> None:
         """Prepare (but do not start) a server in ``workdir`` on ``port`` (random if None).
 
         ``log_stats`` writes slapd's stats log (one line per operation, what ``bind_count``
-        reads); benchmarks turn it off, as a production directory would run.
+        reads); benchmarks turn it off, as a production directory would run. ``ppolicy`` loads
+        the password policy overlay (no policy): slapd then keeps ``pwdChangedTime`` and lets
+        an administrator set ``pwdReset``, as directories bindguard reads them from do.
         """
         self.workdir = Path(workdir)
         self.log_stats = log_stats
+        self.ppolicy = ppolicy
         self.port = free_port() if port is None else port
         self.conf_path = self.workdir / "slapd.conf"
         self.data_dir = self.workdir / "data"
@@ -127,6 +131,7 @@ class Slapd:
         lines += [
             f"modulepath {MODULE_DIR}",
             "moduleload back_mdb",
+            *(["moduleload ppolicy.la"] if self.ppolicy else []),
             f"pidfile {_q(w / 'slapd.pid')}",
             f"argsfile {_q(w / 'slapd.args')}",
             "loglevel stats" if self.log_stats else "loglevel none",
@@ -139,6 +144,7 @@ class Slapd:
             "maxsize 104857600",
             "index objectClass eq",
             "index uid eq",
+            *(["overlay ppolicy"] if self.ppolicy else []),
             "sizelimit unlimited",
             "access to attrs=userPassword by self write by anonymous auth by * none",
             "access to * by * read",
