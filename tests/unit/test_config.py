@@ -59,6 +59,18 @@ def test_example_config_parses() -> None:
     assert config.compliance.lockout_failure_attempts == 6
     assert config.compliance.lockout_duration == 1800
     assert config.compliance.lockout_failure_window == 900
+    compliance = config.compliance
+    assert compliance.disable_user_account_days_inactive == 90
+    assert compliance.password_expires_days == 90
+    assert compliance.password_expires_ignore_user_ids == (
+        "svc-backup", "svc-monitor", "uid=svc-app,ou=services,dc=example,dc=org")
+    assert compliance.password_expiry_warning_days == 14
+    assert compliance.password_regex == r"^(?=.*\d)(?=.*[a-zA-Z]).{7,}$"
+    assert compliance.password_regex_description == ("at least one letter, one digit and 7 "
+                                                     "characters")
+    assert (compliance.password_min_length, compliance.password_min_character_classes) == (12, 3)
+    assert (compliance.unique_last_password_count, compliance.minimum_password_age) == (5, 1)
+    assert compliance.change_password_upon_first_use is True
     assert config.warnings == ()
 
 
