@@ -69,6 +69,20 @@ audit_log = {dir}/audit.jsonl
 [security_compliance]
 lockout_failure_attempts = 5
 lockout_duration = 600
+{rules}"""
+
+# --rules all: every password and inactivity rule on. change_password_upon_first_use makes each
+# successful bind read the user's entry (pwdReset & co.) before it is answered.
+ALL_RULES = """disable_user_account_days_inactive = 90
+password_expires_days = 90
+password_expiry_warning_days = 14
+password_regex = ^(?=.*\\d)(?=.*[a-zA-Z]).{7,}$
+password_regex_description = at least one letter, one digit and 7 characters
+password_min_length = 8
+password_min_character_classes = 2
+unique_last_password_count = 5
+minimum_password_age = 0
+change_password_upon_first_use = true
 """
 
 
@@ -185,12 +199,13 @@ def _tail(path: Path, lines: int = 30) -> str:
 class Bindguard:
     """``bindguard serve`` as a subprocess in its own session."""
 
-    def __init__(self, workdir: Path, upstream_port: int, cprofile: str | None) -> None:
+    def __init__(self, workdir: Path, upstream_port: int, cprofile: str | None,
+                 rules: str = "") -> None:
         self.workdir = workdir
         self.port = free_port()
         self.config = workdir / "bindguard.ini"
         self.config.write_text(CONFIG.format(port=self.port, upstream_port=upstream_port,
-                                             dir=workdir))
+                                             dir=workdir, rules=rules))
         self.log_path = workdir / "bindguard.log"
         self.audit_path = workdir / "audit.jsonl"
         self.cprofile = cprofile
@@ -361,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bindguard-cprofile", metavar="FILE", default=None,
                         help="run bindguard under cProfile, writing its stats to FILE")
     parser.add_argument("--keep", action="store_true", help="keep the temp directory")
+    parser.add_argument("--rules", choices=("lockout", "all"), default="lockout",
+                        help="lockout only (default), or every password and inactivity rule")
     args = parser.parse_args(argv)
     workloads = [w for w in args.only.split(",") if w]
     targets = [t for t in args.targets.split(",") if t]
@@ -376,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, terminate)
     workdir = Path(tempfile.mkdtemp(prefix="bindguard-bench-"))
     slapd = Slapd(workdir / "slapd", log_stats=False)  # as a production directory runs
-    bindguard = Bindguard(workdir, slapd.port, cprofile)
+    bindguard = Bindguard(workdir, slapd.port, cprofile,
+                          ALL_RULES if args.rules == "all" else "")
     live: list[Any] = []
     try:
         slapd.start()
@@ -388,8 +406,8 @@ def main(argv: list[str] | None = None) -> int:
             pids["bindguard"] = bindguard.proc.pid
         print(f"slapd {slapd.uri} (pid {pids['slapd']}), bindguard {bindguard.uri} "
               f"(pid {pids.get('bindguard', '-')}), workdir {workdir}", flush=True)
-        print(f"{args.seconds:g} s per workload and target after {args.warmup:g} s warm-up",
-              flush=True)
+        print(f"{args.seconds:g} s per workload and target after {args.warmup:g} s warm-up; "
+              f"rules: {args.rules}", flush=True)
         uris = {"direct": slapd.uri, "bindguard": bindguard.uri}
         results: dict[str, dict[str, Run]] = {}
         bindguard_binds = 0
