@@ -414,6 +414,9 @@ class LdapSession(Protocol):
             refuse(m.Result.UNWILLING_TO_PERFORM, "give userIdentity: bindguard does not know "
                                                   "the identity of a SASL session")
             return
+        if self.restricted and target != self.bound_dn:
+            refuse(m.Result.INSUFFICIENT_ACCESS, MUST_CHANGE_MESSAGE)  # its own password first
+            return
         by_self = self.sasl_bound or target == self.bound_dn
         current = request.old
         if current is None and target == self.bound_dn:

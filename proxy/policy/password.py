@@ -115,9 +115,17 @@ def last_change(state: AccountState) -> float | None:
 
 def check_age(rules: PasswordRules, state: AccountState, now: float,
               by_self: bool) -> Violation | None:
-    """Keystone's minimum_password_age: users wait; an administrator's change is exempt."""
+    """Keystone's minimum_password_age: users wait; an administrator's change is exempt.
+
+    As in Keystone, only a password its owner chose has a minimum age: one an administrator
+    set, or one that must be changed now, may be changed at once.
+    """
     changed = last_change(state)
     if not by_self or not rules.min_age_days or changed is None:
+        return None
+    if must_change(rules, state):
+        return None
+    if state.password_changed_by == "admin" and state.password_changed_at == changed:
         return None
     if now - changed < rules.min_age_days * DAY:
         days = rules.min_age_days

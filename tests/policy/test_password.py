@@ -87,6 +87,24 @@ def test_minimum_age_counts_from_the_directory_record_too() -> None:
     assert pw.check_age(rules, state, NOW, True) is not None
 
 
+@pytest.mark.parametrize("changed_by, must_change, first_use, refused", [
+    ("self", None, False, True),
+    ("admin", None, False, False),  # a password the administrator set may be changed at once
+    ("admin", "admin_reset", True, False),
+    ("self", "expire", False, False),  # `bindguard expire` right after an own change
+    ("self", "directory_reset", True, False),
+    ("self", "directory_reset", False, True),  # a reset flag that does not count
+])
+def test_minimum_age_only_binds_a_password_its_owner_chose(
+        changed_by: str, must_change: str | None, first_use: bool, refused: bool) -> None:
+    """As in Keystone, the minimum age applies to a password its owner set; a password set
+    by an administrator, or one that must change now, can be changed at once."""
+    rules = PasswordRules(min_age_days=1, change_on_first_use=first_use)
+    state = seen(30, password_changed_at=NOW - 60, password_changed_by=changed_by,
+                 must_change=must_change)
+    assert (pw.check_age(rules, state, NOW, True) is not None) == refused
+
+
 def test_minimum_age_zero_is_off() -> None:
     state = seen(30, password_changed_at=NOW - 1)
     assert pw.check_age(PasswordRules(), state, NOW, True) is None
