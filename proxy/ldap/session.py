@@ -25,20 +25,13 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
 from proxy.config import ProxyConfig, Upstream
-from proxy.identity import canonical_dn
 from proxy.ldap import messages as m
 from proxy.ldap import passwd
 from proxy.ldap.ber import Framer, ProtocolViolation
+from proxy.ldap.binds import Binds
+from proxy.ldap.changes import MUST_CHANGE_MESSAGE, PasswordChanges
 from proxy.ldap.upstream import UpstreamConnection, connect_upstream, set_no_delay
-from proxy.policy.password import Violation
-from proxy.service import (
-    Attempt,
-    AuthService,
-    BindVerdict,
-    ChangePlan,
-    DirectoryRecord,
-    PasswordChange,
-)
+from proxy.service import AuthService
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +48,6 @@ STARTTLS_OID = "1.3.6.1.4.1.1466.20037"
 # What a must-change session may still do (besides binding again, unbind and abandon).
 _RESTRICTED_EXTENDED = {PASSWORD_MODIFY_OID, WHOAMI_OID, STARTTLS_OID}
 _ALWAYS_ALLOWED = {m.BIND_REQUEST, m.UNBIND_REQUEST, m.ABANDON_REQUEST}
-MUST_CHANGE_MESSAGE = ("password change required: change the password (Password Modify, e.g. "
-                       "ldappasswd) before anything else")
 
 
 @dataclass
@@ -68,7 +59,7 @@ class _Watch:
     timer: Any
 
 
-class LdapSession(Protocol):
+class LdapSession(Binds, PasswordChanges, Protocol):
     """The proxy side of one client connection."""
 
     def __init__(self, front: LdapFrontFactory) -> None:
@@ -229,36 +220,7 @@ class LdapSession(Protocol):
                 return
             self.transport.write(head)  # type: ignore[union-attr,arg-type]
 
-    # -- binds --------------------------------------------------------------------------------
-
-    def _bind_refusal(self, request: m.BindRequest) -> tuple[int, str] | None:
-        """The local answer to a bind the configuration does not allow, or None."""
-        if request.sasl and not self.config.allow_sasl:
-            return m.Result.AUTH_METHOD_NOT_SUPPORTED, "SASL binds are not allowed"
-        if request.anonymous and not self.config.allow_anonymous:
-            return m.Result.UNWILLING_TO_PERFORM, "anonymous binds are not allowed"
-        return None
-
-    def _check_bind(self, pdu: bytes, request: m.BindRequest) -> None:
-        """A simple bind with a password: admitted by the service before it is forwarded."""
-        self.held = True
-        d = self.service.admit(request.dn, "ldap", self.client)
-        d.addCallbacks(self._admitted, self._internal_error, callbackArgs=(pdu, request),
-                       errbackArgs=(request.message_id, m.BIND_REQUEST))
-
-    def _admitted(self, attempt: Attempt | None, pdu: bytes, request: m.BindRequest) -> None:
-        if attempt is None:
-            controls = b""
-            if request.has_control(m.PPOLICY_OID):
-                controls = m.ppolicy_control(m.PPolicyError.ACCOUNT_LOCKED)
-            self.answer(request.message_id, m.BIND_REQUEST, m.Result.INVALID_CREDENTIALS,
-                        controls=controls)
-            self._resume()
-        elif self.client_gone:
-            self.service.record(attempt, None)
-        else:
-            self._with_upstream(lambda: self._send_bind(attempt, pdu, request),
-                                lambda: self._bind_unavailable(attempt, request.message_id))
+    # -- upstream requests ------------------------------------------------------------------
 
     def _with_upstream(self, then: Callable[[], None], otherwise: Callable[[], None]) -> None:
         """Run ``then`` once the upstream connection is open, ``otherwise`` if none is."""
@@ -273,102 +235,12 @@ class LdapSession(Protocol):
         else:
             go()
 
-    def _bind_unavailable(self, attempt: Attempt, message_id: int) -> None:
-        self._record_then_answer(attempt, None, m.ldap_result(
-            message_id, m.BIND_RESPONSE, m.Result.UNAVAILABLE, "directory unavailable"))
-        self._resume()
-
     def _watch(self, message_id: int, on_pdu: Callable[[bytes, m.Envelope], bool],
                on_lost: Callable[[], None]) -> None:
         """Read the responses to ``message_id`` (with the upstream timeout) before the client."""
         timer = self.reactor.callLater(self.config.upstream_timeout, self._timed_out,
                                        message_id)
         self.watches[message_id] = _Watch(on_pdu, on_lost, timer)
-
-    def _send_bind(self, attempt: Attempt, pdu: bytes, request: m.BindRequest) -> None:
-        """Forward the bind; the queue stays held until its outcome is decided."""
-        message_id = request.message_id
-        self._watch(message_id, lambda p, e: self._bind_answered(attempt, request, p, e),
-                    lambda: self._bind_unavailable(attempt, message_id))
-        assert self.upstream is not None
-        self.upstream.send(pdu)
-
-    def _bind_answered(self, attempt: Attempt, request: m.BindRequest, pdu: bytes,
-                       env: m.Envelope) -> bool:
-        if env.op_tag != m.BIND_RESPONSE:
-            return False
-        code = m.result_code(pdu, env)
-        attributes = self.service.directory_attributes(attempt) if code == 0 else None
-        if code != 0 or attributes is None or self.client_gone:
-            self._bind_decided(attempt, request, code, pdu, env, DirectoryRecord())
-            return True
-        # Read what the directory knows about the password, reusing the bind's message ID:
-        # the client waits for that ID and sends nothing else meanwhile (the queue is held).
-        found: dict[str, list[bytes]] = {}
-
-        def on_pdu(p: bytes, e: m.Envelope) -> bool:
-            if e.op_tag == m.SEARCH_RESULT_ENTRY:
-                found.update(passwd.parse_search_entry(p, e))
-            elif e.op_tag == m.SEARCH_RESULT_DONE:
-                self._bind_decided(attempt, request, 0, pdu, env, passwd.directory_record(found))
-                return True
-            return False
-
-        self.watches.pop(request.message_id).timer.cancel()
-        self._watch(request.message_id, on_pdu,
-                    lambda: self._bind_unavailable(attempt, request.message_id))
-        assert self.upstream is not None
-        self.upstream.send(passwd.search_base_request(request.message_id, request.dn,
-                                                      attributes))
-        return False
-
-    def _bind_decided(self, attempt: Attempt, request: m.BindRequest, code: int,
-                      pdu: bytes, env: m.Envelope, record: DirectoryRecord) -> None:
-        """Record the outcome, then answer the client and let the queue go on."""
-        slot = self._slot()
-        d = self.service.record(attempt, code, record)
-
-        def decided(verdict: BindVerdict | None) -> None:
-            self._fill(slot, self._bind_response(verdict, request, pdu, env))
-            self._resume()
-
-        def failed(failure: Failure) -> None:
-            log.error("bind outcome not recorded: %s", failure.getErrorMessage())
-            self._fill(slot, pdu if code != 0 else m.ldap_result(
-                request.message_id, m.BIND_RESPONSE, m.Result.UNAVAILABLE,
-                "temporarily unavailable"))
-            if code == 0:
-                self._drop_upstream()
-            self._resume()
-
-        d.addCallbacks(decided, failed)
-
-    def _bind_response(self, verdict: BindVerdict | None, request: m.BindRequest,
-                       pdu: bytes, env: m.Envelope) -> bytes:
-        """The client's answer to a bind the directory answered, and the session's new state."""
-        ppolicy = request.has_control(m.PPOLICY_OID)
-        if verdict is None:  # refused by the directory: its own answer
-            return pdu
-        if not verdict.allowed:  # expired: the directory's connection is bound, drop it
-            self._drop_upstream()
-            return m.ldap_result(request.message_id, m.BIND_RESPONSE,
-                                 m.Result.INVALID_CREDENTIALS, controls=m.ppolicy_control(
-                                     m.PPolicyError.PASSWORD_EXPIRED) if ppolicy else b"")
-        self.bound_dn = canonical_dn(request.dn)
-        self.bound_password = _text(request.password)
-        self.restricted = verdict.restricted
-        if ppolicy and (verdict.restricted or verdict.warn_seconds is not None):
-            return m.with_ppolicy(pdu, env, m.ppolicy_control(
-                m.PPolicyError.CHANGE_AFTER_RESET if verdict.restricted else None,
-                verdict.warn_seconds))
-        return pdu
-
-    def _record_then_answer(self, attempt: Attempt, code: int | None, response: bytes) -> None:
-        """Record an outcome durably, then let the client see the response."""
-        slot = self._slot()
-        d = self.service.record(attempt, code)
-        d.addErrback(lambda f: log.error("bind outcome not recorded: %s", f.getErrorMessage()))
-        d.addCallback(lambda _: self._fill(slot, response))
 
     def _timed_out(self, message_id: int) -> None:
         if message_id not in self.watches:
@@ -385,178 +257,6 @@ class LdapSession(Protocol):
             upstream, self.upstream = self.upstream, None
             upstream.detach()
             upstream.transport.abortConnection()  # type: ignore[union-attr]
-
-    # -- password changes ---------------------------------------------------------------------
-
-    def _password_modify(self, pdu: bytes, env: m.Envelope, request: passwd.PasswordModify
-                         ) -> None:
-        """RFC 3062 Password Modify: checked, then forwarded as the user; or refused."""
-        refuse = self._refuser(pdu, env)
-        if request.new is None:
-            refuse(m.Result.UNWILLING_TO_PERFORM, "give the new password: bindguard checks it "
-                   "and does not let the directory generate one")
-            return
-        identity = request.user_identity
-        if identity is not None and identity.startswith("dn:"):
-            identity = identity[3:]
-        elif identity is not None and identity.startswith("u:"):
-            refuse(m.Result.UNWILLING_TO_PERFORM, "userIdentity must be a DN")
-            return
-        if self.bound_dn is None and not self.sasl_bound:
-            if identity and request.old is not None:
-                self._rescue(pdu, env, identity, request.old, request.new)
-            else:
-                refuse(m.Result.INSUFFICIENT_ACCESS, "bind first, or give userIdentity and "
-                                                     "the old password")
-            return
-        target = canonical_dn(identity) if identity else self.bound_dn
-        if target is None:
-            refuse(m.Result.UNWILLING_TO_PERFORM, "give userIdentity: bindguard does not know "
-                                                  "the identity of a SASL session")
-            return
-        if self.restricted and target != self.bound_dn:
-            refuse(m.Result.INSUFFICIENT_ACCESS, MUST_CHANGE_MESSAGE)  # its own password first
-            return
-        by_self = self.sasl_bound or target == self.bound_dn
-        current = request.old
-        if current is None and target == self.bound_dn:
-            current = self.bound_password
-        self._change(pdu, env, PasswordChange(target, by_self, request.new, current, "ldap",
-                                              self.client))
-
-    def _password_write(self, pdu: bytes, env: m.Envelope, change: passwd.PasswordChange
-                        ) -> None:
-        """A ModifyRequest or AddRequest that sets a password attribute."""
-        refuse = self._refuser(pdu, env)
-        if self.bound_dn is None and not self.sasl_bound:
-            refuse(m.Result.INSUFFICIENT_ACCESS, "bind first")
-            return
-        if len(change.new) != 1:
-            refuse(m.Result.UNWILLING_TO_PERFORM, "set exactly one password value")
-            return
-        if not passwd.is_checkable(change.new[0]):
-            refuse(m.Result.UNWILLING_TO_PERFORM, "the password must be given as UTF-8 text: "
-                                                  "a pre-hashed value cannot be checked "
-                                                  "against the password rules")
-            return
-        target = canonical_dn(change.dn)
-        by_self = env.op_tag == m.MODIFY_REQUEST and (self.sasl_bound
-                                                      or target == self.bound_dn)
-        current = change.old[0] if change.old else None
-        if current is None and target == self.bound_dn:
-            current = self.bound_password
-        self._change(pdu, env, PasswordChange(target, by_self, change.new[0], current, "ldap",
-                                              self.client))
-
-    def _refuser(self, pdu: bytes, env: m.Envelope) -> Callable[..., None]:
-        """Answer the request locally, with the ppolicy control when one is due and asked."""
-        ppolicy = any(c.oid == m.PPOLICY_OID for c in m.parse_controls(pdu, env.op_end, env.end))
-
-        def refuse(code: int, message: str, error: int | None = None) -> None:
-            controls = m.ppolicy_control(error) if ppolicy and error is not None else b""
-            self.answer(env.message_id, env.op_tag, code, message, controls)
-
-        return refuse
-
-    def _change(self, pdu: bytes, env: m.Envelope, request: PasswordChange,
-                after: Callable[[], None] | None = None) -> None:
-        """Check a new password, forward it when it passes, record it when the directory
-        takes it. ``after`` runs once the client has its answer."""
-        self.held = True
-        refuse = self._refuser(pdu, env)
-
-        def finish() -> None:
-            if after is not None:
-                after()
-            self._resume()
-
-        def checked(outcome: ChangePlan | Violation) -> None:
-            if isinstance(outcome, Violation):
-                refuse(m.Result.CONSTRAINT_VIOLATION, outcome.message, outcome.ppolicy)
-                finish()
-                return
-            self._with_upstream(lambda: forward(outcome), unavailable)
-
-        def unavailable() -> None:
-            refuse(m.Result.UNAVAILABLE, "directory unavailable")
-            finish()
-
-        def forward(plan: ChangePlan) -> None:
-            def on_pdu(p: bytes, e: m.Envelope) -> bool:
-                if e.op_tag != m.RESPONSE_TO[env.op_tag]:
-                    self.emit(p)  # e.g. an intermediate response: not ours to judge
-                    return False
-                if m.result_code(p, e) != m.Result.SUCCESS:
-                    self.emit(p)  # the directory refused: nothing to record
-                    finish()
-                    return True
-                slot = self._slot()
-                d = self.service.commit_change(plan)
-                d.addErrback(lambda f: log.error("password change not recorded: %s",
-                                                 f.getErrorMessage()))
-                d.addCallback(lambda _: self._changed(request, slot, p, finish))
-                return True
-
-            self._watch(env.message_id, on_pdu, unavailable)
-            assert self.upstream is not None
-            self.upstream.send(pdu)
-
-        d = self.service.check_change(request)
-        d.addCallbacks(checked, self._internal_error,
-                       errbackArgs=(env.message_id, env.op_tag))
-
-    def _changed(self, request: PasswordChange, slot: list[bytes], response: bytes,
-                 finish: Callable[[], None]) -> None:
-        if request.dn == self.bound_dn:
-            self.bound_password = request.new
-            self.restricted = False
-        self._fill(slot, response)
-        finish()
-
-    def _rescue(self, pdu: bytes, env: m.Envelope, dn: str, old: str, new: str) -> None:
-        """Password Modify on an unbound connection (an expired or must-change password):
-        authenticate the old password as a bind would, then change as the user. The upstream
-        connection is bound as the user meanwhile: it is dropped afterwards, whatever happens."""
-        self.held = True
-        refuse = self._refuser(pdu, env)
-
-        def admitted(attempt: Attempt | None) -> None:
-            if attempt is None:
-                refuse(m.Result.INVALID_CREDENTIALS, "")
-                self._resume()
-            else:
-                self._with_upstream(lambda: bind(attempt), lambda: unavailable(attempt))
-
-        def unavailable(attempt: Attempt) -> None:
-            self.service.record(attempt, None)
-            refuse(m.Result.UNAVAILABLE, "directory unavailable")
-            self._resume()
-
-        def bind(attempt: Attempt) -> None:
-            def on_pdu(p: bytes, e: m.Envelope) -> bool:
-                if e.op_tag != m.BIND_RESPONSE:
-                    return False
-                code = m.result_code(p, e)
-                d = self.service.record(attempt, code, rescue=True)
-                d.addCallbacks(lambda _: authenticated(code), self._internal_error,
-                               errbackArgs=(env.message_id, env.op_tag))
-                return True
-
-            self._watch(env.message_id, on_pdu, lambda: unavailable(attempt))
-            assert self.upstream is not None
-            self.upstream.send(m.simple_bind_request(env.message_id, dn, old))
-
-        def authenticated(code: int) -> None:
-            if code != m.Result.SUCCESS:
-                refuse(code, "")
-                self._drop_upstream()
-                self._resume()
-                return
-            self._change(pdu, env, PasswordChange(canonical_dn(dn), True, new, old, "ldap",
-                                                  self.client), after=self._drop_upstream)
-
-        d = self.service.admit(dn, "ldap", self.client)
-        d.addCallbacks(admitted, self._internal_error, errbackArgs=(env.message_id, env.op_tag))
 
     def _internal_error(self, failure: Failure, message_id: int, op_tag: int) -> None:
         log.error("request could not be checked: %s", failure.getErrorMessage())
@@ -640,15 +340,6 @@ class LdapSession(Protocol):
         if self.client_gone and not self.watches and self.upstream is not None:
             upstream, self.upstream = self.upstream, None
             upstream.close()
-
-
-def _text(password: bytes | None) -> str | None:
-    if password is None:
-        return None
-    try:
-        return password.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
 
 
 class LdapFrontFactory(Factory):
