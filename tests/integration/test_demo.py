@@ -33,6 +33,18 @@ def test_demo_runs_and_its_printed_commands_work() -> None:
             assert subprocess.run(shlex.split(wrong), capture_output=True).returncode == 49
         result = subprocess.run(shlex.split(locked), capture_output=True, text=True)
         assert result.returncode == 49 and "Account locked" in result.stderr
+        weak, good, reuse, *dave = [line for line in lines if line.startswith("ldappasswd")]
+        result = subprocess.run(shlex.split(weak), capture_output=True, text=True)
+        assert "Constraint violation (19)" in result.stdout
+        assert "password_min_length" in result.stdout
+        assert subprocess.run(shlex.split(good), capture_output=True).returncode == 0
+        result = subprocess.run(shlex.split(reuse), capture_output=True, text=True)
+        assert "unique_last_password_count" in result.stdout
+        expire = next(line for line in lines if line.startswith("bindguard expire"))
+        assert subprocess.run([BINDGUARD, *shlex.split(expire)[1:]]).returncode == 0
+        search = next(line for line in lines if line.startswith("ldapsearch") and "-E" not in line)
+        assert subprocess.run(shlex.split(search), capture_output=True).returncode == 50
+        assert subprocess.run(shlex.split(dave[0]), capture_output=True).returncode == 0
         workdir = Path(next(line for line in lines if line.startswith("configuration:"))
                        .split()[-1]).parent
     finally:
