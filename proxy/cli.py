@@ -187,10 +187,23 @@ def _status(config: Config, args: Any) -> int:
     return EXIT_OK
 
 
-def _change_account(config: Config, dn: str, change: Callable[[Any], tuple[Any, Any]],
-                    event: str, reason: str) -> Any:
-    """Apply ``change`` to ``dn``'s state and audit ``event``; return the change's result."""
+def _admin_change(config: Config, user: str, event: str,
+                  act: Callable[[Any, Any, float], tuple[Any, Any]]) -> tuple[str, Any]:
+    """An administrator's change of USER's state, audited as ``event`` (reason admin).
+
+    ``act(state, rules, now)`` gets the state as of now (expired locks and forgotten failures
+    dropped) and returns the new state and a result; returns (DN, result).
+    """
     from proxy.audit import AuditLog
+    from proxy.policy.account import AccountState
+    from proxy.policy.lockout import LockoutRules, current
+
+    dn = _account(config, user)
+    rules = LockoutRules.from_config(config.compliance)
+    now = time.time()
+
+    def change(state: AccountState) -> tuple[AccountState, Any]:
+        return act(current(rules, state, now), rules, now)
 
     store = _open_store(config)
     try:
@@ -201,25 +214,16 @@ def _change_account(config: Config, dn: str, change: Callable[[Any], tuple[Any, 
         audit = AuditLog(config.proxy.audit_log, time.time)
     except OSError as exc:
         raise _Failed(f"changed {dn}, but cannot write the audit log: {exc}") from None
-    audit.write(event, dn, "cli", reason=reason)
+    audit.write(event, dn, "cli", reason="admin")
     audit.close()
-    return result
+    return dn, result
 
 
 def _enable(config: Config, args: Any) -> int:
     from proxy.policy import password as pw
-    from proxy.policy.account import AccountState
-    from proxy.policy.lockout import LockoutRules, current
 
-    dn = _account(config, args.user)
-    rules = LockoutRules.from_config(config.compliance)
-    now = time.time()
-
-    def change(state: AccountState) -> tuple[AccountState, bool]:
-        state = current(rules, state, now)
-        return pw.enable(state, now), state.disabled_at is not None
-
-    was_disabled = _change_account(config, dn, change, "account.enabled", "admin")
+    dn, was_disabled = _admin_change(config, args.user, "account.enabled", lambda state, _, now: (
+        pw.enable(state, now), state.disabled_at is not None))
     print(f"{dn}: enabled" if was_disabled else
           f"{dn}: was not disabled; inactivity count restarted")
     return EXIT_OK
@@ -227,34 +231,19 @@ def _enable(config: Config, args: Any) -> int:
 
 def _expire(config: Config, args: Any) -> int:
     from proxy.policy import password as pw
-    from proxy.policy.account import AccountState
-    from proxy.policy.lockout import LockoutRules, current
 
-    dn = _account(config, args.user)
-    rules = LockoutRules.from_config(config.compliance)
-    now = time.time()
-
-    def change(state: AccountState) -> tuple[AccountState, None]:
-        return pw.expire_now(current(rules, state, now)), None
-
-    _change_account(config, dn, change, "password.expired", "admin")
+    dn, _ = _admin_change(config, args.user, "password.expired",
+                          lambda state, _, now: (pw.expire_now(state), None))
     print(f"{dn}: must change the password at the next login")
     return EXIT_OK
 
 
 def _unlock(config: Config, args: Any) -> int:
-    from proxy.policy.account import AccountState
-    from proxy.policy.lockout import LockoutRules, current, is_locked, unlock
+    from proxy.policy.lockout import is_locked, unlock
 
-    dn = _account(config, args.user)
-    rules = LockoutRules.from_config(config.compliance)
-    now = time.time()
-
-    def change(state: AccountState) -> tuple[AccountState, bool]:
-        state = current(rules, state, now)
-        return unlock(state), is_locked(rules, state, now)
-
-    was_locked = _change_account(config, dn, change, "account.unlocked", "admin")
+    dn, was_locked = _admin_change(config, args.user, "account.unlocked",
+                                   lambda state, rules, now: (unlock(state),
+                                                              is_locked(rules, state, now)))
     print(f"{dn}: unlocked" if was_locked else f"{dn}: was not locked; failure count cleared")
     return EXIT_OK
 

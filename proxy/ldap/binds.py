@@ -8,46 +8,21 @@ The client sees the answer only once the outcome is durable.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from twisted.python.failure import Failure
 
-from proxy.config import ProxyConfig
 from proxy.identity import canonical_dn
 from proxy.ldap import messages as m
 from proxy.ldap import passwd
-from proxy.service import Attempt, AuthService, BindVerdict, DirectoryRecord
+from proxy.ldap.parts import SessionParts
+from proxy.policy.password import PPolicy
+from proxy.service import Attempt, BindVerdict, DirectoryRecord
 
 log = logging.getLogger(__name__)
 
 
-class Binds:
+class Binds(SessionParts):
     """The simple binds of one client session (mixed into LdapSession)."""
-
-    if TYPE_CHECKING:  # provided by LdapSession
-        service: AuthService
-        config: ProxyConfig
-        client: str
-        client_gone: bool
-        held: bool
-        restricted: bool
-        bound_dn: str | None
-        bound_password: str | None
-        upstream: Any
-        watches: dict[int, Any]
-
-        def answer(self, message_id: int, op_tag: int, code: int, message: str = "",
-                   controls: bytes = b"") -> None: ...
-        def _slot(self) -> list[bytes]: ...
-        def _fill(self, slot: list[bytes], pdu: bytes) -> None: ...
-        def _with_upstream(self, then: Callable[[], None],
-                           otherwise: Callable[[], None]) -> None: ...
-        def _watch(self, message_id: int, on_pdu: Callable[[bytes, m.Envelope], bool],
-                   on_lost: Callable[[], None]) -> None: ...
-        def _drop_upstream(self) -> None: ...
-        def _internal_error(self, failure: Any, message_id: int, op_tag: int) -> None: ...
-        def _resume(self) -> None: ...
 
     def _bind_refusal(self, request: m.BindRequest) -> tuple[int, str] | None:
         """The local answer to a bind the configuration does not allow, or None."""
@@ -68,7 +43,7 @@ class Binds:
         if attempt is None:
             controls = b""
             if request.has_control(m.PPOLICY_OID):
-                controls = m.ppolicy_control(m.PPolicyError.ACCOUNT_LOCKED)
+                controls = m.ppolicy_control(PPolicy.ACCOUNT_LOCKED)
             self.answer(request.message_id, m.BIND_REQUEST, m.Result.INVALID_CREDENTIALS,
                         controls=controls)
             self._resume()
@@ -151,13 +126,13 @@ class Binds:
             self._drop_upstream()
             return m.ldap_result(request.message_id, m.BIND_RESPONSE,
                                  m.Result.INVALID_CREDENTIALS, controls=m.ppolicy_control(
-                                     m.PPolicyError.PASSWORD_EXPIRED) if ppolicy else b"")
+                                     PPolicy.PASSWORD_EXPIRED) if ppolicy else b"")
         self.bound_dn = canonical_dn(request.dn)
         self.bound_password = _text(request.password)
         self.restricted = verdict.restricted
         if ppolicy and (verdict.restricted or verdict.warn_seconds is not None):
             return m.with_ppolicy(pdu, env, m.ppolicy_control(
-                m.PPolicyError.CHANGE_AFTER_RESET if verdict.restricted else None,
+                PPolicy.CHANGE_AFTER_RESET if verdict.restricted else None,
                 verdict.warn_seconds))
         return pdu
 

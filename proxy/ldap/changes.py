@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from proxy.identity import canonical_dn
 from proxy.ldap import messages as m
 from proxy.ldap import passwd
+from proxy.ldap.parts import SessionParts
 from proxy.policy.password import Violation
-from proxy.service import Attempt, AuthService, ChangePlan, PasswordChange
+from proxy.service import Attempt, ChangePlan, PasswordChange
 
 log = logging.getLogger(__name__)
 
@@ -23,31 +23,8 @@ MUST_CHANGE_MESSAGE = ("password change required: change the password (Password 
                        "ldappasswd) before anything else")
 
 
-class PasswordChanges:
+class PasswordChanges(SessionParts):
     """The password-change requests of one client session (mixed into LdapSession)."""
-
-    if TYPE_CHECKING:  # provided by LdapSession
-        service: AuthService
-        client: str
-        held: bool
-        restricted: bool
-        sasl_bound: bool
-        bound_dn: str | None
-        bound_password: str | None
-
-        def answer(self, message_id: int, op_tag: int, code: int, message: str = "",
-                   controls: bytes = b"") -> None: ...
-        def emit(self, item: bytes | object) -> None: ...
-        def _slot(self) -> list[bytes]: ...
-        def _fill(self, slot: list[bytes], pdu: bytes) -> None: ...
-        def _with_upstream(self, then: Callable[[], None],
-                           otherwise: Callable[[], None]) -> None: ...
-        def _watch(self, message_id: int, on_pdu: Callable[[bytes, m.Envelope], bool],
-                   on_lost: Callable[[], None]) -> None: ...
-        def _drop_upstream(self) -> None: ...
-        def _internal_error(self, failure: Any, message_id: int, op_tag: int) -> None: ...
-        def _resume(self) -> None: ...
-        upstream: Any
 
     def _password_modify(self, pdu: bytes, env: m.Envelope, request: passwd.PasswordModify
                          ) -> None:

@@ -63,18 +63,6 @@ class Result:
     UNWILLING_TO_PERFORM = 53
 
 
-class PPolicyError:
-    """Error values of the password policy response control (draft-behera)."""
-
-    PASSWORD_EXPIRED = 0
-    ACCOUNT_LOCKED = 1
-    CHANGE_AFTER_RESET = 2
-    INSUFFICIENT_QUALITY = 5
-    TOO_SHORT = 6
-    TOO_YOUNG = 7
-    IN_HISTORY = 8
-
-
 @dataclass(frozen=True)
 class Envelope:
     """Where the parts of one LDAPMessage lie: its ID and operation."""

@@ -22,9 +22,10 @@ COALESCE_SECONDS = 3600.0
 
 
 class PPolicy:
-    """Error values of the password policy response control (draft-behera) used here."""
+    """Error values of the password policy response control (draft-behera) bindguard sends."""
 
     PASSWORD_EXPIRED = 0
+    ACCOUNT_LOCKED = 1
     CHANGE_AFTER_RESET = 2
     INSUFFICIENT_QUALITY = 5
     TOO_SHORT = 6
