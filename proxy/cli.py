@@ -167,7 +167,7 @@ def _status(config: Config, args: Any) -> int:
         disabled_text = "no (disable_user_account_days_inactive is not set)"
     else:
         disabled_text = f"since {report['disabled_since']}" if disabled else "no"
-    changed_text = report["password_changed"] or "not known to bindguard"
+    changed_text = str(report["password_changed"] or "not known to bindguard")
     if state.password_changed_by:
         changed_text += f" (by {state.password_changed_by})"
     lines = [
