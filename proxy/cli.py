@@ -1,4 +1,4 @@
-"""The ``bindguard`` command: serve, check-config, status, unlock, demo."""
+"""The ``bindguard`` command: serve, check-config, status, unlock, enable, expire, otp, demo."""
 from __future__ import annotations
 
 import argparse
@@ -18,7 +18,8 @@ def _parser() -> argparse.ArgumentParser:
                    "/etc/bindguard/bindguard.ini)")
     parser = argparse.ArgumentParser(
         prog="bindguard",
-        description="Account-security rules (lockout, ...) in front of an LDAP directory.")
+        description="Account-security rules (lockout, password lifecycle, inactivity, second "
+                    "factor) in front of an LDAP directory.")
     parser.add_argument("-c", "--config", default=None, help=config_help)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -31,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     command("serve", "run the daemon in the foreground")
     command("check-config", "check the configuration: exit 0 if valid, else 2 with one line "
                             "per problem")
-    status = command("status", "show an account's lockout, password and inactivity state")
+    status = command("status", "show an account's lockout, password, inactivity and second-factor "
+                               "state")
     status.add_argument("user", metavar="USER", help="user name or DN")
     status.add_argument("--json", action="store_true", help="print one JSON object")
     unlock = command("unlock", "unlock an account and clear its failure count")
@@ -41,6 +43,17 @@ def _parser() -> argparse.ArgumentParser:
     enable.add_argument("user", metavar="USER", help="user name or DN")
     expire = command("expire", "require a password change at the account's next login")
     expire.add_argument("user", metavar="USER", help="user name or DN")
+    otp = command("otp", "manage an account's TOTP second factor")
+    actions = otp.add_subparsers(dest="otp_command", required=True, metavar="ACTION")
+    for name, help_text in (
+            ("enroll", "create a new TOTP secret, active at once (replacing any earlier one and "
+                       "its backup codes), and print its otpauth:// URI and a QR code"),
+            ("remove", "remove the account's second factor and its backup codes"),
+            ("backup-codes", "print 10 new single-use backup codes, one a line; earlier ones "
+                             "stop working")):
+        action = actions.add_parser(name, help=help_text, description=help_text)
+        action.add_argument("-c", "--config", default=argparse.SUPPRESS, help=config_help)
+        action.add_argument("user", metavar="USER", help="user name or DN")
     demo = command("demo", "start a throwaway slapd with demo users and bindguard in front "
                            "of it (ignores -c)")
     demo.add_argument("--port", type=int, default=3890, help="bindguard's port (default 3890)")
@@ -63,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     handlers: dict[str, Callable[[Config, Any], int]] = {
         "serve": _serve, "check-config": _check_config, "status": _status, "unlock": _unlock,
-        "enable": _enable, "expire": _expire,
+        "enable": _enable, "expire": _expire, "otp": _otp,
     }
     try:
         return handlers[args.command](config, args)
@@ -110,6 +123,7 @@ def _open_store(config: Config) -> Any:
 
 def _status(config: Config, args: Any) -> int:
     from proxy.audit import rfc3339
+    from proxy.policy import otp
     from proxy.policy import password as pw
     from proxy.policy.account import AccountState
     from proxy.policy.lockout import LockoutRules, current, is_locked, lock_ends_at
@@ -117,6 +131,7 @@ def _status(config: Config, args: Any) -> int:
     dn = _account(config, args.user)
     rules = LockoutRules.from_config(config.compliance)
     passwords = pw.PasswordRules.from_config(config)
+    otp_rules = otp.OtpRules.from_config(config)
     store = _open_store(config)
     try:
         stored = store.get(dn)
@@ -148,6 +163,10 @@ def _status(config: Config, args: Any) -> int:
         "must_change_password": pw.must_change(passwords, state),
         "disabled": disabled,
         "disabled_since": moment(state.disabled_at) if disabled else None,
+        "second_factor": otp.enrolled(state),
+        "second_factor_enrolled": moment(state.otp_enrolled_at),
+        "second_factor_required": otp.required(otp_rules, state, dn),
+        "backup_codes_left": otp.backup_left(state),
     }
     if args.json:
         print(json.dumps(report))
@@ -181,24 +200,28 @@ def _status(config: Config, args: Any) -> int:
         ("password expires", expires_text),
         ("must change", "yes" if report["must_change_password"] else "no"),
         ("disabled", disabled_text),
+        ("second factor", f"enrolled {report['second_factor_enrolled']}, "
+                          f"{report['backup_codes_left']} backup codes left"
+         if report["second_factor"] else
+         "not enrolled" + (" (required: logins are refused)"
+                           if report["second_factor_required"] else "")),
     ]
     for label, value in lines:
         print(f"{label + ':':18}{value}")
     return EXIT_OK
 
 
-def _admin_change(config: Config, user: str, event: str,
-                  act: Callable[[Any, Any, float], tuple[Any, Any]]) -> tuple[str, Any]:
-    """An administrator's change of USER's state, audited as ``event`` (reason admin).
+def _admin_change(config: Config, dn: str, event: str,
+                  act: Callable[[Any, Any, float], tuple[Any, Any]]) -> Any:
+    """An administrator's change of ``dn``'s state, audited as ``event`` (reason admin).
 
     ``act(state, rules, now)`` gets the state as of now (expired locks and forgotten failures
-    dropped) and returns the new state and a result; returns (DN, result).
+    dropped) and returns the new state and a result, which is returned.
     """
     from proxy.audit import AuditLog
     from proxy.policy.account import AccountState
     from proxy.policy.lockout import LockoutRules, current
 
-    dn = _account(config, user)
     rules = LockoutRules.from_config(config.compliance)
     now = time.time()
 
@@ -216,13 +239,14 @@ def _admin_change(config: Config, user: str, event: str,
         raise _Failed(f"changed {dn}, but cannot write the audit log: {exc}") from None
     audit.write(event, dn, "cli", reason="admin")
     audit.close()
-    return dn, result
+    return result
 
 
 def _enable(config: Config, args: Any) -> int:
     from proxy.policy import password as pw
 
-    dn, was_disabled = _admin_change(config, args.user, "account.enabled", lambda state, _, now: (
+    dn = _account(config, args.user)
+    was_disabled = _admin_change(config, dn, "account.enabled", lambda state, _, now: (
         pw.enable(state, now), state.disabled_at is not None))
     print(f"{dn}: enabled" if was_disabled else
           f"{dn}: was not disabled; inactivity count restarted")
@@ -232,7 +256,8 @@ def _enable(config: Config, args: Any) -> int:
 def _expire(config: Config, args: Any) -> int:
     from proxy.policy import password as pw
 
-    dn, _ = _admin_change(config, args.user, "password.expired",
+    dn = _account(config, args.user)
+    _admin_change(config, dn, "password.expired",
                           lambda state, _, now: (pw.expire_now(state), None))
     print(f"{dn}: must change the password at the next login")
     return EXIT_OK
@@ -241,11 +266,80 @@ def _expire(config: Config, args: Any) -> int:
 def _unlock(config: Config, args: Any) -> int:
     from proxy.policy.lockout import is_locked, unlock
 
-    dn, was_locked = _admin_change(config, args.user, "account.unlocked",
+    dn = _account(config, args.user)
+    was_locked = _admin_change(config, dn, "account.unlocked",
                                    lambda state, rules, now: (unlock(state),
                                                               is_locked(rules, state, now)))
     print(f"{dn}: unlocked" if was_locked else f"{dn}: was not locked; failure count cleared")
     return EXIT_OK
+
+
+def _otp(config: Config, args: Any) -> int:
+    from proxy.policy import otp
+
+    dn = _account(config, args.user)
+    if args.otp_command == "remove":
+        had = _admin_change(config, dn, "otp.removed", lambda state, _, now: (
+            otp.remove(state), otp.enrolled(state)))
+        print(f"{dn}: second factor removed" if had else f"{dn}: had no second factor")
+        return EXIT_OK
+    if args.otp_command == "backup-codes":
+        return _otp_backup_codes(config, dn)
+    return _otp_enroll(config, dn, args.user)
+
+
+def _otp_enroll(config: Config, dn: str, user: str) -> int:
+    from proxy.enrolment import new_secret, provisioning_uri, qr_text
+    from proxy.policy import otp
+
+    box = _secret_box(config)
+    secret = new_secret()
+    _admin_change(config, dn, "otp.enrolled", lambda state, _, now: (
+        otp.enrol(state, box.seal(dn, secret), now), None))
+    uri = provisioning_uri(user, secret)
+    unicode = (sys.stdout.encoding or "").lower().replace("-", "") == "utf8"
+    print(f"{dn}: second factor enrolled, active now. Scan the QR code, or give the URI to "
+          "an authenticator app:")
+    print(uri)
+    print(qr_text(uri, unicode=unicode), end="")
+    print("The user logs in with the password immediately followed by the 6-digit code.")
+    return EXIT_OK
+
+
+def _otp_backup_codes(config: Config, dn: str) -> int:
+    from proxy.enrolment import new_backup_codes
+    from proxy.passwords import Hasher
+    from proxy.policy import otp
+    from proxy.policy.account import AccountState
+
+    store = _open_store(config)
+    try:
+        stored = store.get(dn)
+    finally:
+        store.close()
+    if stored is None or not otp.enrolled(stored):
+        raise _Failed(f"{dn} has no second factor: run `bindguard otp enroll` first")
+    codes = new_backup_codes()
+    hasher = Hasher()
+    hashes = tuple(hasher.hash(code) for code in codes)  # ~0.1 s each: before the transaction
+
+    def act(state: AccountState, _: Any, now: float) -> tuple[AccountState, bool]:
+        renewed = otp.set_backup_codes(state, hashes)
+        return (state, False) if renewed is None else (renewed, True)  # False: removed meanwhile
+
+    if not _admin_change(config, dn, "otp.backup_codes", act):
+        raise _Failed(f"{dn} has no second factor: run `bindguard otp enroll` first")
+    print("\n".join(codes))
+    return EXIT_OK
+
+
+def _secret_box(config: Config) -> Any:
+    from proxy.sealed import KeyFileError, SecretBox
+
+    try:
+        return SecretBox.from_file(config.proxy.key_file)
+    except KeyFileError as exc:
+        raise _Failed(str(exc)) from None
 
 
 if __name__ == "__main__":

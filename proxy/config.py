@@ -54,6 +54,7 @@ class ProxyConfig:
     max_pdu_size: int
     allow_anonymous: bool
     allow_sasl: bool
+    key_file: str = ""  # encrypts TOTP secrets; default: otp.key beside the state file
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,8 @@ class ComplianceConfig:
     unique_last_password_count: int = 0
     minimum_password_age: int = 0
     change_password_upon_first_use: bool = False
+    enforce_2fa: bool = False
+    twofa_exempt: tuple[str, ...] = ()  # 2fa_exempt: names, DNs or subtrees
 
 
 @dataclass(frozen=True)
@@ -102,19 +105,16 @@ class Config:
 _NOT_YET: dict[tuple[str, str], tuple[str | None, str]] = {
     ("proxy", "upstream_ca_file"): (None, "TLS to the directory"),
     ("proxy", "pam_socket"): (None, "the PAM front end"),
-    ("proxy", "key_file"): (None, "the TOTP second factor"),
     ("proxy", "require_tls"): ("false", "TLS for clients"),
     ("proxy", "metrics"): (None, "metrics"),
     ("proxy", "tls_certificate"): (None, "TLS for clients"),
     ("proxy", "tls_private_key"): (None, "TLS for clients"),
-    ("security_compliance", "enforce_2fa"): ("false", "the TOTP second factor"),
-    ("security_compliance", "2fa_exempt"): (None, "the TOTP second factor"),
 }
 _NOT_YET_SECTIONS = {"pam_backend": "the PAM backend"}
 
 _KNOWN: dict[str, set[str]] = {
     "proxy": {"listen", "upstream", "upstream_timeout", "state", "audit_log", "max_pdu_size",
-              "allow_anonymous", "allow_sasl"},
+              "allow_anonymous", "allow_sasl", "key_file"},
     "directory": {"user_dn_template", "search_base", "search_filter", "bind_dn",
                   "bind_password_file"},
     "security_compliance": {"lockout_failure_attempts", "lockout_duration",
@@ -123,7 +123,8 @@ _KNOWN: dict[str, set[str]] = {
                             "password_expiry_warning_days", "password_regex",
                             "password_regex_description", "password_min_length",
                             "password_min_character_classes", "unique_last_password_count",
-                            "minimum_password_age", "change_password_upon_first_use"},
+                            "minimum_password_age", "change_password_upon_first_use",
+                            "enforce_2fa", "2fa_exempt"},
 }
 for _section, _key in _NOT_YET:
     _KNOWN[_section].add(_key)
@@ -284,6 +285,8 @@ def _read_proxy(section: _Section, present: bool) -> ProxyConfig:
         max_pdu_size=section.integer("max_pdu_size", 4 * 1024 * 1024, 1024) or 0,
         allow_anonymous=section.boolean("allow_anonymous", True),
         allow_sasl=section.boolean("allow_sasl", True),
+        key_file=section.raw("key_file") or os.path.join(os.path.dirname(state) or ".",
+                                                         "otp.key"),
     )
 
 
@@ -376,6 +379,10 @@ def _read_compliance(section: _Section, warnings: list[str]) -> ComplianceConfig
                             "what the rule is")
     elif description is not None:
         section.problem("password_regex_description", "has no effect without password_regex")
+    enforce = section.boolean("enforce_2fa", False)
+    if not enforce and section.items("2fa_exempt"):
+        section.problem("2fa_exempt", "has no effect without enforce_2fa = true (an enrolled "
+                                      "user always gives a code)")
     classes = section.integer("password_min_character_classes", 0, 0) or 0
     if classes > 4:
         section.problem("password_min_character_classes",
@@ -397,4 +404,6 @@ def _read_compliance(section: _Section, warnings: list[str]) -> ComplianceConfig
         unique_last_password_count=section.integer("unique_last_password_count", 0, 0) or 0,
         minimum_password_age=minimum_age,
         change_password_upon_first_use=section.boolean("change_password_upon_first_use", False),
+        enforce_2fa=enforce,
+        twofa_exempt=section.items("2fa_exempt"),
     )

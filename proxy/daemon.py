@@ -11,6 +11,7 @@ from twisted.internet.defer import DeferredList, inlineCallbacks
 from proxy.audit import AuditLog
 from proxy.config import Config
 from proxy.ldap.session import LdapFrontFactory
+from proxy.sealed import SecretBox
 from proxy.service import AuthService
 from proxy.store import open_store
 from proxy.store.worker import ThreadRunner
@@ -27,11 +28,13 @@ def serve(config: Config) -> int:
     try:
         store = open_store(config.proxy.state)
         audit = AuditLog(config.proxy.audit_log, reactor.seconds)
-    except Exception as exc:  # unusable state or audit file: nothing can be enforced
+        # Made now when missing, so that it belongs to the daemon's own user.
+        box = SecretBox.from_file(config.proxy.key_file)
+    except Exception as exc:  # unusable state, audit or key file: nothing can be enforced
         log.error("cannot start: %s", exc)
         return 1
     runner = ThreadRunner(store, reactor)
-    service = AuthService(config, runner, audit, reactor)
+    service = AuthService(config, runner, audit, reactor, box=box)
     factory = LdapFrontFactory(service, config.proxy, reactor)
     outcome = {"code": 0}
     ports: list[Any] = []

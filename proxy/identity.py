@@ -45,15 +45,18 @@ class UserSet:
     """Accounts named in a list option by DN or by name.
 
     A name maps to a DN through ``user_dn_template``; without a template (names found by a
-    search) a name matches a DN whose first RDN has that value (``uid=NAME,...``).
+    search) a name matches a DN whose first RDN has that value (``uid=NAME,...``). With
+    ``subtrees`` a DN also covers every entry below it (``ou=services,dc=example,dc=org``).
     """
 
     dns: frozenset[str] = frozenset()
     names: frozenset[str] = frozenset()
+    subtrees: bool = False
 
     @classmethod
-    def from_items(cls, config: Config, items: tuple[str, ...]) -> UserSet:
-        """The set named by ``items`` (names or DNs)."""
+    def from_items(cls, config: Config, items: tuple[str, ...],
+                   subtrees: bool = False) -> UserSet:
+        """The set named by ``items`` (names or DNs; DNs as subtrees when ``subtrees``)."""
         dns, names = set(), set()
         template = config.directory.user_dn_template
         for item in items:
@@ -63,12 +66,14 @@ class UserSet:
                 dns.add(canonical_dn(template.replace("{user}", escape_rdn(item))))
             else:
                 names.add(item.lower())
-        return cls(frozenset(dns), frozenset(names))
+        return cls(frozenset(dns), frozenset(names), subtrees)
 
     def __contains__(self, dn: object) -> bool:
         if not isinstance(dn, str):
             return False
         if dn in self.dns:
+            return True
+        if self.subtrees and any(dn.endswith("," + base) for base in self.dns):
             return True
         if not self.names:
             return False

@@ -13,17 +13,21 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 
+from proxy import transitions
 from proxy.audit import AuditLog
 from proxy.config import Config
 from proxy.identity import canonical_dn
 from proxy.passwords import Hasher, same
-from proxy.policy import lockout
+from proxy.policy import otp
 from proxy.policy import password as pw
 from proxy.policy.account import AccountState
 from proxy.policy.lockout import Admission, LockoutRules
+from proxy.policy.otp import Kind, OtpRules
 from proxy.policy.password import PasswordRules, Violation
+from proxy.sealed import SecretBox
 from proxy.store import Change
 from proxy.store.worker import Runner
+from proxy.transitions import Admitted, Backup, Refusal
 
 # Blocking CPU work (argon2) goes through this: the reactor's thread pool in the daemon.
 Offload = Callable[..., "Deferred[Any]"]
@@ -47,6 +51,8 @@ class Attempt:
     client: str
     lease: float = field(repr=False)
     state: AccountState = field(default=AccountState(), repr=False)  # as admitted
+    # The password to forward when a second factor was split off it; None: forward as given.
+    password: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -93,9 +99,12 @@ class AuthService:
     """Orders the checks of one authentication and records its outcome."""
 
     def __init__(self, config: Config, runner: Runner, audit: AuditLog, reactor: Any,
-                 offload: Offload | None = None, hasher: Hasher | None = None) -> None:
+                 offload: Offload | None = None, hasher: Hasher | None = None,
+                 box: SecretBox | None = None) -> None:
         self.rules = LockoutRules.from_config(config.compliance)
         self.passwords = PasswordRules.from_config(config)
+        self.otp = OtpRules.from_config(config)
+        self.box = box  # opens TOTP secrets; None: no key file, nobody can be enrolled
         self.runner = runner
         self.offload: Offload = offload or _offload_to_pool(reactor)
         self.hasher = hasher or Hasher()
@@ -106,42 +115,78 @@ class AuthService:
         self.lease_seconds = config.proxy.upstream_timeout * (len(config.proxy.upstream) + 1) + 5
         self._waiters: dict[str, list[Deferred[None]]] = {}
 
-    def admit(self, dn: str, front: str, client: str) -> Deferred[Attempt | None]:
-        """Checks before the directory is contacted; an Attempt to forward, or None if refused.
+    def admit(self, dn: str, front: str, client: str,
+              password: str | None = None) -> Deferred[Attempt | Refusal]:
+        """Checks before the directory is contacted: an Attempt to forward, or why it is refused.
 
-        A refusal is already audited; the caller answers as for a wrong password.
-        (Plain Deferred callbacks rather than inlineCallbacks: this runs for every bind.)
+        ``password`` is what the user gave: the password, followed by a second factor when
+        one is required. A refusal is already audited; the caller answers as for a wrong
+        password. (Plain Deferred callbacks rather than inlineCallbacks: this runs for every
+        bind.)
         """
         key = canonical_dn(dn)
         deadline = self.clock() + self.lease_seconds
+        given = otp.split(password) if password is not None else None
 
-        def ask() -> Deferred[Attempt | None]:
+        def ask(backup: Backup | None) -> Deferred[Attempt | Refusal]:
             now = self.clock()
             lease = now + self.lease_seconds
-            d = self.runner.submit(key, _admit_change(self.rules, self.passwords, now, lease))
-            return d.addCallback(decided, lease)
+            d = self.runner.submit(key, transitions.admit(
+                self.rules, self.passwords, self.otp, self.box, key, given, backup, now, lease))
+            return d.addCallback(decided, lease, backup)
 
-        def decided(verdict: tuple[Admission | str, AccountState],
-                    lease: float) -> Attempt | None | Deferred[Attempt | None]:
-            admission, state = verdict
-            if admission is Admission.ALLOW:
-                return Attempt(key, front, client, lease, state)
-            if admission is Admission.LOCKED:
-                self.audit.write("auth.failure", key, front, client, reason="locked")
-                return None
-            if admission in (_DISABLED, _NEWLY_DISABLED):
-                if admission is _NEWLY_DISABLED:
-                    self.audit.write("account.disabled", key, front, client, reason="inactivity")
-                    log.warning("account disabled after %s days without a login: %s",
-                                self.passwords.inactive_days, key)
-                self.audit.write("auth.failure", key, front, client, reason="disabled")
-                return None
+        def decided(outcome: Admitted, lease: float,
+                    backup: Backup | None) -> Attempt | Refusal | Deferred[Attempt | Refusal]:
+            if outcome.admission is Admission.ALLOW:
+                if outcome.backup_left is not None:
+                    self.audit.write("otp.backup_used", key, front, client,
+                                     reason=f"{outcome.backup_left} left")
+                forward = given.password if given is not None and otp.required(
+                    self.otp, outcome.state, key) else None
+                return Attempt(key, front, client, lease, outcome.state, forward)
+            if isinstance(outcome.admission, Refusal):
+                self._refused(key, front, client, outcome)
+                return outcome.admission
             if self.clock() >= deadline:
-                self.audit.write("auth.failure", key, front, client, reason="attempts_in_flight")
-                return None
-            return self._wait_for_slot(key).addCallback(lambda _: ask())
+                self.audit.write("auth.failure", key, front, client,
+                                 reason=Refusal.ATTEMPTS_IN_FLIGHT.value)
+                return Refusal.ATTEMPTS_IN_FLIGHT
+            return self._wait_for_slot(key).addCallback(lambda _: ask(backup))
 
-        return ask()
+        if given is not None and given.kind is Kind.BACKUP:
+            return self._check_backup(key, given).addCallback(ask)
+        return ask(None)
+
+    def _check_backup(self, dn: str, given: otp.Split) -> Deferred[Backup]:
+        """Verify a backup code against its hash on the thread pool (argon2)."""
+        assert given.backup_index is not None
+        index = given.backup_index
+
+        def verify(state: AccountState) -> Backup | Deferred[Backup]:
+            hashed = otp.backup_hash(state, index)
+            if hashed is None:
+                return Backup(index, None, False)
+            d = self.offload(self.hasher.matches, hashed, given.code)
+            return d.addCallback(lambda matches: Backup(index, hashed, matches))
+
+        return self.runner.submit(dn, transitions.read(self.rules, self.clock())).addCallback(
+            verify)
+
+    def _refused(self, key: str, front: str, client: str, outcome: Admitted) -> None:
+        """Audit a refusal before the directory."""
+        refusal = outcome.admission
+        assert isinstance(refusal, Refusal)
+        if outcome.newly_disabled:
+            self.audit.write("account.disabled", key, front, client, reason="inactivity")
+            log.warning("account disabled after %s days without a login: %s",
+                        self.passwords.inactive_days, key)
+        if refusal is Refusal.OTP_UNREADABLE:
+            log.error("the TOTP secret of %s does not open with the key file: is key_file the "
+                      "one it was enrolled with?", key)
+        self.audit.write("auth.failure", key, front, client, reason=refusal.value)
+        if outcome.locked:
+            self.audit.write("account.locked", key, front, client, reason="failure_threshold")
+            log.warning("account locked after %s failures: %s", self.rules.attempts, key)
 
     def directory_attributes(self, attempt: Attempt) -> list[str] | None:
         """Attributes to read from the user's entry after a good bind, or None (no read).
@@ -173,9 +218,9 @@ class AuthService:
         if result == SUCCESS:
             return self._success(attempt, now, directory or DirectoryRecord(), rescue)
         if result == INVALID_CREDENTIALS:
-            change: Change[Any] = _failure_change(self.rules, now, attempt.lease)
+            change: Change[Any] = transitions.failure(self.rules, now, attempt.lease)
         else:
-            change = _release_change(self.rules, now, attempt.lease)
+            change = transitions.release(self.rules, now, attempt.lease)
         d = self.runner.submit(attempt.dn, change)
         d.addCallback(self._recorded, attempt, result)
         d.addBoth(self._woken, attempt.dn)
@@ -189,18 +234,19 @@ class AuthService:
         standing = pw.expiry(rules, state, attempt.dn, now)
         if rescue:
             verdict = ALLOWED
-            change: Change[Any] = _success_change(self.rules, rules, now, attempt.lease,
-                                                  directory)
+            change: Change[Any] = transitions.success(
+                self.rules, rules, now, attempt.lease, directory.changed_at, directory.reset)
             self._audit(attempt, "auth.success", "password_change")
         elif standing.expired:
             verdict = BindVerdict(allowed=False)
-            change = _expired_change(self.rules, rules, now, attempt.lease,
-                                                  directory)
+            change = transitions.expired(self.rules, rules, now, attempt.lease,
+                                         directory.changed_at, directory.reset)
             self._audit(attempt, "auth.failure", "password_expired")
         else:
             restricted = pw.must_change(rules, state)
             verdict = BindVerdict(restricted=restricted, warn_seconds=standing.warn_seconds)
-            change = _success_change(self.rules, rules, now, attempt.lease, directory)
+            change = transitions.success(self.rules, rules, now, attempt.lease,
+                                         directory.changed_at, directory.reset)
             self._audit(attempt, "auth.success", "must_change" if restricted else None)
         news = (attempt.lease in attempt.state.pending or attempt.state.failures
                 or state != attempt.state or pw.success_is_news(attempt.state, now))
@@ -220,7 +266,7 @@ class AuthService:
         """Every rule for a new password; a refusal is audited (``password.rejected``)."""
         now = self.clock()
         rules = self.passwords
-        d = self.runner.submit(request.dn, _read_change(self.rules, now))
+        d = self.runner.submit(request.dn, transitions.read(self.rules, now))
 
         def decide(state: AccountState) -> ChangePlan | Violation | Deferred[Any]:
             violation = pw.check_quality(rules, request.new) or pw.check_age(
@@ -254,7 +300,7 @@ class AuthService:
     def commit_change(self, plan: ChangePlan) -> Deferred[None]:
         """The directory accepted the change: record it (``password.changed``)."""
         request = plan.change
-        d = self.runner.submit(request.dn, _change_change(
+        d = self.runner.submit(request.dn, transitions.password_changed(
             self.rules, self.passwords, self.clock(), request.by_self, plan.new_hash,
             plan.current_hash))
 
@@ -309,11 +355,6 @@ class AuthService:
 # What the directory may say about a password; asked for only when a rule needs it.
 DIRECTORY_ATTRIBUTES = ("pwdChangedTime", "pwdReset", "shadowLastChange", "pwdLastSet")
 
-# Admission outcomes beyond the lockout's own.
-_DISABLED = "disabled"
-_NEWLY_DISABLED = "newly disabled"
-
-
 def _offload_to_pool(reactor: Any) -> Offload:
     from twisted.internet.threads import deferToThreadPool
 
@@ -321,68 +362,3 @@ def _offload_to_pool(reactor: Any) -> Offload:
         return deferToThreadPool(reactor, reactor.getThreadPool(), function, *args)
 
     return offload
-
-
-def _admit_change(rules: LockoutRules, passwords: PasswordRules, now: float, lease: float
-                  ) -> Callable[[AccountState], tuple[AccountState, tuple[Any, AccountState]]]:
-    def change(state: AccountState) -> tuple[AccountState, tuple[Any, AccountState]]:
-        state = lockout.current(rules, state, now)
-        if lockout.is_locked(rules, state, now):
-            return state, (Admission.LOCKED, state)
-        state, disabled, newly = pw.check_inactive(passwords, state, now)
-        if disabled:
-            return state, (_NEWLY_DISABLED if newly else _DISABLED, state)
-        verdict, new = lockout.admit(rules, state, now, lease)
-        return new, (verdict, new)
-    return change
-
-
-def _read_change(rules: LockoutRules,
-                 now: float) -> Callable[[AccountState], tuple[AccountState, AccountState]]:
-    def change(state: AccountState) -> tuple[AccountState, AccountState]:
-        return state, lockout.current(rules, state, now)
-    return change
-
-
-def _failure_change(rules: LockoutRules, now: float,
-                    lease: float) -> Callable[[AccountState], tuple[AccountState, bool]]:
-    def change(state: AccountState) -> tuple[AccountState, bool]:
-        return lockout.record_failure(rules, state, now, lease)
-    return change
-
-
-def _success_change(rules: LockoutRules, passwords: PasswordRules, now: float, lease: float,
-                    directory: DirectoryRecord
-                    ) -> Callable[[AccountState], tuple[AccountState, None]]:
-    def change(state: AccountState) -> tuple[AccountState, None]:
-        state = lockout.record_success(rules, state, now, lease)
-        return pw.with_directory_record(passwords, state, directory.changed_at,
-                                        directory.reset), None
-    return change
-
-
-def _expired_change(rules: LockoutRules, passwords: PasswordRules, now: float, lease: float,
-                    directory: DirectoryRecord
-                    ) -> Callable[[AccountState], tuple[AccountState, None]]:
-    """The right password, but expired: not a failure, not a success either."""
-    def change(state: AccountState) -> tuple[AccountState, None]:
-        state = lockout.release(rules, state, now, lease)
-        return pw.with_directory_record(passwords, state, directory.changed_at,
-                                        directory.reset), None
-    return change
-
-
-def _change_change(rules: LockoutRules, passwords: PasswordRules, now: float, by_self: bool,
-                   new_hash: str | None, current_hash: str | None
-                   ) -> Callable[[AccountState], tuple[AccountState, None]]:
-    def change(state: AccountState) -> tuple[AccountState, None]:
-        state = lockout.current(rules, state, now)
-        return pw.record_change(passwords, state, now, by_self, new_hash, current_hash), None
-    return change
-
-
-def _release_change(rules: LockoutRules, now: float,
-                    lease: float) -> Callable[[AccountState], tuple[AccountState, None]]:
-    def change(state: AccountState) -> tuple[AccountState, None]:
-        return lockout.release(rules, state, now, lease), None
-    return change

@@ -8,6 +8,7 @@ The client sees the answer only once the outcome is durable.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from twisted.python.failure import Failure
 
@@ -17,6 +18,7 @@ from proxy.ldap import passwd
 from proxy.ldap.parts import SessionParts
 from proxy.policy.password import PPolicy
 from proxy.service import Attempt, BindVerdict, DirectoryRecord
+from proxy.transitions import Refusal
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +37,18 @@ class Binds(SessionParts):
     def _check_bind(self, pdu: bytes, request: m.BindRequest) -> None:
         """A simple bind with a password: admitted by the service before it is forwarded."""
         self.held = True
-        d = self.service.admit(request.dn, "ldap", self.client)
+        # Bytes that are not UTF-8 still go through the second-factor check: kept as surrogates.
+        assert request.password is not None
+        given = request.password.decode("utf-8", "surrogateescape")
+        d = self.service.admit(request.dn, "ldap", self.client, given)
         d.addCallbacks(self._admitted, self._internal_error, callbackArgs=(pdu, request),
                        errbackArgs=(request.message_id, m.BIND_REQUEST))
 
-    def _admitted(self, attempt: Attempt | None, pdu: bytes, request: m.BindRequest) -> None:
-        if attempt is None:
+    def _admitted(self, attempt: Attempt | Refusal, pdu: bytes,
+                  request: m.BindRequest) -> None:
+        if isinstance(attempt, Refusal):
             controls = b""
-            if request.has_control(m.PPOLICY_OID):
+            if attempt.locked and request.has_control(m.PPOLICY_OID):
                 controls = m.ppolicy_control(PPolicy.ACCOUNT_LOCKED)
             self.answer(request.message_id, m.BIND_REQUEST, m.Result.INVALID_CREDENTIALS,
                         controls=controls)
@@ -50,6 +56,10 @@ class Binds(SessionParts):
         elif self.client_gone:
             self.service.record(attempt, None)
         else:
+            if attempt.password is not None:  # a second factor was split off: not forwarded
+                password = attempt.password.encode("utf-8", "surrogateescape")
+                pdu = m.with_bind_password(pdu, password)
+                request = replace(request, password=password)
             self._with_upstream(lambda: self._send_bind(attempt, pdu, request),
                                 lambda: self._bind_unavailable(attempt, request.message_id))
 

@@ -16,6 +16,7 @@ from proxy.ldap import passwd
 from proxy.ldap.parts import SessionParts
 from proxy.policy.password import Violation
 from proxy.service import Attempt, ChangePlan, PasswordChange
+from proxy.transitions import Refusal
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +159,8 @@ class PasswordChanges(SessionParts):
         self.held = True
         refuse = self._refuser(pdu, env)
 
-        def admitted(attempt: Attempt | None) -> None:
-            if attempt is None:
+        def admitted(attempt: Attempt | Refusal) -> None:
+            if isinstance(attempt, Refusal):
                 refuse(m.Result.INVALID_CREDENTIALS, "")
                 self._resume()
             else:
@@ -176,22 +177,29 @@ class PasswordChanges(SessionParts):
                     return False
                 code = m.result_code(p, e)
                 d = self.service.record(attempt, code, rescue=True)
-                d.addCallbacks(lambda _: authenticated(code), self._internal_error,
+                d.addCallbacks(lambda _: authenticated(code, attempt), self._internal_error,
                                errbackArgs=(env.message_id, env.op_tag))
                 return True
 
             self._watch(env.message_id, on_pdu, lambda: unavailable(attempt))
             assert self.upstream is not None
-            self.upstream.send(m.simple_bind_request(env.message_id, dn, old))
+            self.upstream.send(m.simple_bind_request(env.message_id, dn, password(attempt)))
 
-        def authenticated(code: int) -> None:
+        def password(attempt: Attempt) -> str:
+            """The old password without the second factor split off it."""
+            return attempt.password if attempt.password is not None else old
+
+        def authenticated(code: int, attempt: Attempt) -> None:
             if code != m.Result.SUCCESS:
                 refuse(code, "")
                 self._drop_upstream()
                 self._resume()
                 return
-            self._change(pdu, env, PasswordChange(canonical_dn(dn), True, new, old, "ldap",
-                                                  self.client), after=self._drop_upstream)
+            current = password(attempt)
+            forward = pdu if current == old else passwd.with_old_password(pdu, env, current)
+            self._change(forward, env, PasswordChange(canonical_dn(dn), True, new, current,
+                                                      "ldap", self.client),
+                         after=self._drop_upstream)
 
-        d = self.service.admit(dn, "ldap", self.client)
+        d = self.service.admit(dn, "ldap", self.client, old)
         d.addCallbacks(admitted, self._internal_error, errbackArgs=(env.message_id, env.op_tag))

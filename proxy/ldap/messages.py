@@ -190,6 +190,18 @@ def simple_bind_request(message_id: int, dn: str, password: str) -> bytes:
     return tlv(SEQUENCE, tlv(INTEGER, integer_value(message_id)) + tlv(BIND_REQUEST, body))
 
 
+def with_bind_password(pdu: bytes, password: bytes) -> bytes:
+    """A simple BindRequest ``pdu`` with another password; message ID, version, name and
+    controls unchanged."""
+    _, pos, end = read_header(pdu, 0, len(pdu))
+    _, _, id_end = read_header(pdu, pos, end)
+    op_tag, op_start, op_end = read_header(pdu, id_end, end)
+    _, _, version_end = read_header(pdu, op_start, op_end)
+    _, _, name_end = read_header(pdu, version_end, op_end)
+    body = pdu[op_start:name_end] + tlv(_SIMPLE, password)
+    return tlv(SEQUENCE, pdu[pos:id_end] + tlv(op_tag, body) + pdu[op_end:end])
+
+
 def ppolicy_control(error: int | None = None, expires_in: int | None = None) -> bytes:
     """The ``[0] Controls`` holding a password policy response control (draft-behera):
     an error (e.g. accountLocked) and/or the timeBeforeExpiration warning in seconds."""

@@ -34,6 +34,8 @@ _REQUEST_VALUE = 0x81
 _USER_IDENTITY, _OLD_PASSWD, _NEW_PASSWD = 0x80, 0x81, 0x82
 _PRESENT_FILTER = 0x87
 
+PASSWORD_MODIFY_OID = "1.3.6.1.4.1.4203.1.11.1"
+
 # Modify operations (RFC 4511 4.6).
 _ADD, _DELETE, _REPLACE = 0, 1, 2
 
@@ -101,6 +103,23 @@ def parse_password_modify(value: bytes | None) -> PasswordModify:
             parts[tag] = _text(value[start:pos])
     return PasswordModify(parts.get(_USER_IDENTITY), parts.get(_OLD_PASSWD),
                           parts.get(_NEW_PASSWD))
+
+
+def with_old_password(pdu: bytes, env: m.Envelope, old: str) -> bytes:
+    """A Password Modify request ``pdu`` with ``oldPasswd`` replaced (the second factor split
+    off it); message ID, userIdentity, newPasswd and controls unchanged."""
+    request = parse_password_modify(parse_extended_request(pdu, env).value)
+    value = b""
+    if request.user_identity is not None:
+        value += tlv(_USER_IDENTITY, request.user_identity.encode())
+    value += tlv(_OLD_PASSWD, old.encode("utf-8", "surrogateescape"))
+    if request.new is not None:
+        value += tlv(_NEW_PASSWD, request.new.encode())
+    op = (tlv(_REQUEST_NAME, PASSWORD_MODIFY_OID.encode())
+          + tlv(_REQUEST_VALUE, tlv(SEQUENCE, value)))
+    _, pos, _ = read_header(pdu, 0, len(pdu))
+    _, _, id_end = read_header(pdu, pos, env.end)
+    return tlv(SEQUENCE, pdu[pos:id_end] + tlv(m.EXTENDED_REQUEST, op) + pdu[env.op_end:env.end])
 
 
 def parse_modify_password(pdu: bytes, env: m.Envelope) -> PasswordChange | None:

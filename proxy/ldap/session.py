@@ -42,11 +42,10 @@ Connector = Callable[[Any, "tuple[Upstream, ...]", float, Any], "Deferred[Upstre
 # In the output queue: close the connection once everything ahead of it is written.
 _CLOSE = object()
 
-PASSWORD_MODIFY_OID = "1.3.6.1.4.1.4203.1.11.1"
 WHOAMI_OID = "1.3.6.1.4.1.4203.1.11.3"
 STARTTLS_OID = "1.3.6.1.4.1.1466.20037"
 # What a must-change session may still do (besides binding again, unbind and abandon).
-_RESTRICTED_EXTENDED = {PASSWORD_MODIFY_OID, WHOAMI_OID, STARTTLS_OID}
+_RESTRICTED_EXTENDED = {passwd.PASSWORD_MODIFY_OID, WHOAMI_OID, STARTTLS_OID}
 _ALWAYS_ALLOWED = {m.BIND_REQUEST, m.UNBIND_REQUEST, m.ABANDON_REQUEST}
 
 
@@ -162,7 +161,7 @@ class LdapSession(Binds, PasswordChanges, Protocol):
             self.queue.popleft()
             self.answer(env.message_id, op, m.Result.INSUFFICIENT_ACCESS, MUST_CHANGE_MESSAGE)
             return True
-        if extended is not None and extended.name == PASSWORD_MODIFY_OID:
+        if extended is not None and extended.name == passwd.PASSWORD_MODIFY_OID:
             self.queue.popleft()
             self._password_modify(pdu, env, passwd.parse_password_modify(extended.value))
             return True

@@ -23,3 +23,8 @@ class AccountState:
     directory_changed_at: float | None = None  # pwdChangedTime & co., as last read
     must_change: str | None = None  # why the password must change: admin_reset, expire, ...
     history: tuple[str, ...] = field(default=(), repr=False)  # argon2id hashes, newest first
+    # second factor
+    otp_secret: str | None = field(default=None, repr=False)  # sealed (AES-GCM) base32 secret
+    otp_last_step: int | None = None  # the time step of the last accepted TOTP code
+    otp_backup: tuple[str, ...] = field(default=(), repr=False)  # argon2id hashes; "-" = used
+    otp_enrolled_at: float | None = None

@@ -32,12 +32,19 @@ MIGRATIONS: list[str] = [
     ALTER TABLE account ADD COLUMN must_change TEXT;
     ALTER TABLE account ADD COLUMN history TEXT NOT NULL DEFAULT ''
     """,
+    # 3: the TOTP second factor (secret sealed with the key file; backup codes: argon2id hashes)
+    """
+    ALTER TABLE account ADD COLUMN otp_secret TEXT;
+    ALTER TABLE account ADD COLUMN otp_last_step INTEGER;
+    ALTER TABLE account ADD COLUMN otp_backup TEXT NOT NULL DEFAULT '';
+    ALTER TABLE account ADD COLUMN otp_enrolled_at REAL
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _COLUMNS = ("failures, pending, locked_at, last_success_at, first_seen_at, enabled_at, "
             "disabled_at, password_changed_at, password_changed_by, directory_changed_at, "
-            "must_change, history")
+            "must_change, history, otp_secret, otp_last_step, otp_backup, otp_enrolled_at")
 _PLACES = ", ".join("?" * (1 + _COLUMNS.count(",") + 1))
 
 
@@ -115,7 +122,9 @@ class SqliteStore:
                             last_success_at=row[3], first_seen_at=row[4], enabled_at=row[5],
                             disabled_at=row[6], password_changed_at=row[7],
                             password_changed_by=row[8], directory_changed_at=row[9],
-                            must_change=row[10], history=tuple(row[11].split()))
+                            must_change=row[10], history=tuple(row[11].split()),
+                            otp_secret=row[12], otp_last_step=row[13],
+                            otp_backup=tuple(row[14].split()), otp_enrolled_at=row[15])
 
     def _write(self, dn: str, state: AccountState) -> None:
         self._db.execute(
@@ -123,7 +132,8 @@ class SqliteStore:
             (dn, _text(state.failures), _text(state.pending), state.locked_at,
              state.last_success_at, state.first_seen_at, state.enabled_at, state.disabled_at,
              state.password_changed_at, state.password_changed_by, state.directory_changed_at,
-             state.must_change, " ".join(state.history)))
+             state.must_change, " ".join(state.history), state.otp_secret, state.otp_last_step,
+             " ".join(state.otp_backup), state.otp_enrolled_at))
 
 
 def _times(text: str) -> tuple[float, ...]:

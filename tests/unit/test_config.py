@@ -377,13 +377,10 @@ def test_comment_prefix_needs_whitespace_before_it() -> None:
 NOT_YET = [
     ("proxy", "upstream_ca_file", "/etc/ssl/certs/ca.pem"),
     ("proxy", "pam_socket", "/run/bindguard/pam.sock"),
-    ("proxy", "key_file", "/var/lib/bindguard/totp.key"),
     ("proxy", "require_tls", "true"),
     ("proxy", "metrics", "tcp:9389:interface=127.0.0.1"),
     ("proxy", "tls_certificate", "/etc/bindguard/cert.pem"),
     ("proxy", "tls_private_key", "/etc/bindguard/key.pem"),
-    ("security_compliance", "enforce_2fa", "true"),
-    ("security_compliance", "2fa_exempt", "uid=svc-app,ou=services,dc=example,dc=org"),
 ]
 
 
@@ -414,11 +411,31 @@ def test_not_yet_options_at_their_off_value_are_accepted(section: str, key: str,
 @pytest.mark.parametrize("section,key,value", [
     ("proxy", "require_tls", "maybe"),
     ("proxy", "upstream_ca_file", "false"),
-    ("security_compliance", "2fa_exempt", "no"),
 ])
 def test_not_yet_options_refuse_anything_but_off(section: str, key: str, value: str) -> None:
     """Only the off value passes: a path-valued option has no `false`."""
     assert problems(_set(section, key, value))[0].startswith(f"{section}.{key}: not supported yet")
+
+
+def test_second_factor_options() -> None:
+    """enforce_2fa and 2fa_exempt (names, DNs, subtrees) parse; key_file defaults to otp.key
+    beside the state file."""
+    config = parse_config(with_compliance(
+        "enforce_2fa = true\n2fa_exempt = svc-backup, svc-monitor\n"
+        "    ou=services,dc=example,dc=org"))
+    assert config.compliance.enforce_2fa is True
+    assert config.compliance.twofa_exempt == ("svc-backup", "svc-monitor",
+                                              "ou=services,dc=example,dc=org")
+    assert config.proxy.key_file == "/var/lib/bindguard/otp.key"
+    assert parse_config(with_proxy("key_file = /etc/bindguard/otp.key")).proxy.key_file == \
+        "/etc/bindguard/otp.key"
+
+
+def test_exemption_without_enforcement_is_an_error() -> None:
+    """2fa_exempt means nothing unless enforce_2fa is on: the line is refused."""
+    assert problems(with_compliance("2fa_exempt = svc-backup")) == [
+        "security_compliance.2fa_exempt: has no effect without enforce_2fa = true (an enrolled "
+        "user always gives a code)"]
 
 
 def test_pam_backend_section_is_refused() -> None:
