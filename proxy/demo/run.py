@@ -72,6 +72,9 @@ Try, in another terminal:
   ldapsearch -x -H {uri} -D {dave} -w {DEMO_USERS['dave']} -b {PEOPLE} uid
   {passwd} -D {dave} -w {DEMO_USERS['dave']} -s Dave-New-Pass-1
   bindguard status dave -c {config}
+  # a second factor: enrol user05 (scan the QR code), then log in with password + code
+  bindguard otp enroll user05 -c {config}
+  {whoami} -D {user_dn('user05')} -w {DEMO_USERS['user05']}CODE   # CODE: the app's 6 digits
   # every authentication and password change in the audit log
   cat {workdir}/audit.jsonl
 

@@ -71,6 +71,9 @@ def test_example_config_parses() -> None:
     assert (compliance.password_min_length, compliance.password_min_character_classes) == (12, 3)
     assert (compliance.unique_last_password_count, compliance.minimum_password_age) == (5, 1)
     assert compliance.change_password_upon_first_use is True
+    assert compliance.enforce_2fa is True
+    assert compliance.twofa_exempt == ("svc-backup", "ou=services,dc=example,dc=org")
+    assert config.proxy.key_file == "/var/lib/bindguard/otp.key"
     assert config.warnings == ()
 
 
