@@ -222,7 +222,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     proxy = _read_proxy(sections["proxy"], parser.has_section("proxy"))
     directory = _read_directory(sections["directory"])
     warnings: list[str] = []
-    compliance = _read_compliance(sections["security_compliance"], warnings)
+    compliance = _read_compliance(sections["security_compliance"], warnings, proxy.allow_sasl)
     if problems:
         raise ConfigError(problems)
     return Config(proxy=proxy, directory=directory, compliance=compliance,
@@ -348,7 +348,8 @@ def _read_directory(section: _Section) -> DirectoryConfig:
     )
 
 
-def _read_compliance(section: _Section, warnings: list[str]) -> ComplianceConfig:
+def _read_compliance(section: _Section, warnings: list[str],
+                     sasl_allowed: bool) -> ComplianceConfig:
     attempts = section.integer("lockout_failure_attempts", None, 1)
     duration = section.integer("lockout_duration", None, 1)
     window = section.integer("lockout_failure_window", 0, 0) or 0
@@ -380,6 +381,9 @@ def _read_compliance(section: _Section, warnings: list[str]) -> ComplianceConfig
     elif description is not None:
         section.problem("password_regex_description", "has no effect without password_regex")
     enforce = section.boolean("enforce_2fa", False)
+    if enforce and sasl_allowed:
+        section.problem("enforce_2fa", "SASL binds pass through unchecked and would log in "
+                                       "without a second factor: set [proxy] allow_sasl = false")
     if not enforce and section.items("2fa_exempt"):
         section.problem("2fa_exempt", "has no effect without enforce_2fa = true (an enrolled "
                                       "user always gives a code)")

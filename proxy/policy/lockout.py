@@ -31,6 +31,9 @@ class LockoutRules:
                    config.lockout_failure_window)
 
 
+KEPT_WITHOUT_LOCKOUT = 100
+
+
 class Admission(enum.Enum):
     """Whether an attempt may go to the directory now."""
 
@@ -86,7 +89,9 @@ def record_failure(rules: LockoutRules, state: AccountState, now: float,
                    lease: float) -> tuple[AccountState, bool]:
     """Count a refused password; return the new state and whether a lock began."""
     state = current(rules, _release(state, lease), now)
-    failures = state.failures + (now,)
+    # Without lockout nothing decides from the failures: keep the last few, for `status`, so
+    # that a stream of wrong passwords cannot grow the account's row without bound.
+    failures = (state.failures + (now,))[-(rules.attempts or KEPT_WITHOUT_LOCKOUT):]
     if rules.attempts is not None and len(failures) >= rules.attempts \
             and not is_locked(rules, state, now):
         return replace(state, failures=(), locked_at=now), True

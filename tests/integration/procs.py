@@ -23,6 +23,7 @@ upstream = {upstream}
 upstream_timeout = {timeout}
 state = {state}
 audit_log = {audit}
+{proxy}
 
 [directory]
 user_dn_template = uid={{user}},ou=people,dc=example,dc=org
@@ -50,7 +51,8 @@ class Daemon:
 
     def __init__(self, workdir: Path, upstream: str, attempts: int = 5, timeout: float = 2.0,
                  compliance: str = "lockout_duration = 600", state: Path | None = None,
-                 name: str = "bindguard", env: dict[str, str] | None = None) -> None:
+                 name: str = "bindguard", env: dict[str, str] | None = None,
+                 proxy: str = "") -> None:
         self.workdir = workdir
         self.port = free_port()
         self.config = workdir / f"{name}.ini"
@@ -59,7 +61,7 @@ class Daemon:
         self.log_path = workdir / f"{name}.log"
         self.config.write_text(BASE_CONFIG.format(
             port=self.port, upstream=upstream, timeout=timeout, state=self.state,
-            audit=self.audit_path, attempts=attempts, compliance=compliance))
+            audit=self.audit_path, attempts=attempts, compliance=compliance, proxy=proxy))
         self.env = env  # extra environment of the daemon (e.g. libfaketime's)
         self.process: subprocess.Popen[bytes] | None = None
 

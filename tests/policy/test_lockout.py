@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.policy.lockout import (
+    KEPT_WITHOUT_LOCKOUT,
     AccountState,
     Admission,
     LockoutRules,
@@ -172,3 +173,15 @@ def test_first_seen_is_set_once() -> None:
     assert state.first_seen_at == T0
     _, state = admit(rules, state, T0 + 50, T0 + 50 + LEASE)
     assert state.first_seen_at == T0
+
+
+def test_failures_without_lockout_are_kept_bounded() -> None:
+    """With lockout off nothing decides from failures: only the last few are kept, so a stream
+    of wrong passwords cannot grow the account's state without bound."""
+    rules = LockoutRules(attempts=None, duration=None, window=0)
+    state = AccountState()
+    for i in range(250):
+        state, locked = record_failure(rules, state, T0 + i, lease=-1.0)
+        assert not locked
+    assert len(state.failures) == KEPT_WITHOUT_LOCKOUT
+    assert state.failures[-1] == T0 + 249

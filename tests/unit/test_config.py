@@ -53,7 +53,7 @@ def test_example_config_parses() -> None:
     assert config.proxy.audit_log == "/var/log/bindguard/audit.jsonl"
     assert config.proxy.max_pdu_size == 4194304
     assert config.proxy.allow_anonymous is True
-    assert config.proxy.allow_sasl is True
+    assert config.proxy.allow_sasl is False
     assert config.directory.user_dn_template == "uid={user},ou=people,dc=example,dc=org"
     assert config.directory.search_base is None
     assert config.compliance.lockout_failure_attempts == 6
@@ -423,15 +423,23 @@ def test_not_yet_options_refuse_anything_but_off(section: str, key: str, value: 
 def test_second_factor_options() -> None:
     """enforce_2fa and 2fa_exempt (names, DNs, subtrees) parse; key_file defaults to otp.key
     beside the state file."""
-    config = parse_config(with_compliance(
-        "enforce_2fa = true\n2fa_exempt = svc-backup, svc-monitor\n"
-        "    ou=services,dc=example,dc=org"))
+    config = parse_config(with_proxy("allow_sasl = false") + (
+        "[security_compliance]\nenforce_2fa = true\n2fa_exempt = svc-backup, svc-monitor\n"
+        "    ou=services,dc=example,dc=org\n"))
     assert config.compliance.enforce_2fa is True
     assert config.compliance.twofa_exempt == ("svc-backup", "svc-monitor",
                                               "ou=services,dc=example,dc=org")
     assert config.proxy.key_file == "/var/lib/bindguard/otp.key"
     assert parse_config(with_proxy("key_file = /etc/bindguard/otp.key")).proxy.key_file == \
         "/etc/bindguard/otp.key"
+
+
+def test_enforcement_with_sasl_allowed_is_an_error() -> None:
+    """SASL binds pass through unchecked: enforce_2fa with allow_sasl on would let them in
+    without a second factor, so the configuration is refused."""
+    assert problems(with_compliance("enforce_2fa = true")) == [
+        "security_compliance.enforce_2fa: SASL binds pass through unchecked and would log in "
+        "without a second factor: set [proxy] allow_sasl = false"]
 
 
 def test_exemption_without_enforcement_is_an_error() -> None:
