@@ -85,6 +85,7 @@ def admit(rules: LockoutRules, passwords: PasswordRules, otp_rules: OtpRules,
                 return state, Admitted(Admission.BUSY, state)  # keep the code for the retry
             checked, accepted = _second_factor(box, dn, state, given, backup, now)
             if accepted is None:
+                assert checked is not None
                 if checked is Refusal.OTP_UNREADABLE:
                     return state, Admitted(checked, state)
                 failed, locked = lockout.record_failure(rules, state, now, NO_LEASE)

@@ -41,8 +41,8 @@ class Binds(SessionParts):
         assert request.password is not None
         given = request.password.decode("utf-8", "surrogateescape")
         d = self.service.admit(request.dn, "ldap", self.client, given)
-        d.addCallbacks(self._admitted, self._internal_error, callbackArgs=(pdu, request),
-                       errbackArgs=(request.message_id, m.BIND_REQUEST))
+        d.addCallback(self._admitted, pdu, request).addErrback(
+            self._internal_error, request.message_id, m.BIND_REQUEST)
 
     def _admitted(self, attempt: Attempt | Refusal, pdu: bytes,
                   request: m.BindRequest) -> None:

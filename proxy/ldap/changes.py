@@ -141,8 +141,7 @@ class PasswordChanges(SessionParts):
             self.upstream.send(pdu)
 
         d = self.service.check_change(request)
-        d.addCallbacks(checked, self._internal_error,
-                       errbackArgs=(env.message_id, env.op_tag))
+        d.addCallback(checked).addErrback(self._internal_error, env.message_id, env.op_tag)
 
     def _changed(self, request: PasswordChange, slot: list[bytes], response: bytes,
                  finish: Callable[[], None]) -> None:
@@ -177,8 +176,8 @@ class PasswordChanges(SessionParts):
                     return False
                 code = m.result_code(p, e)
                 d = self.service.record(attempt, code, rescue=True)
-                d.addCallbacks(lambda _: authenticated(code, attempt), self._internal_error,
-                               errbackArgs=(env.message_id, env.op_tag))
+                d.addCallback(lambda _: authenticated(code, attempt)).addErrback(
+                    self._internal_error, env.message_id, env.op_tag)
                 return True
 
             self._watch(env.message_id, on_pdu, lambda: unavailable(attempt))
@@ -197,9 +196,9 @@ class PasswordChanges(SessionParts):
                 return
             current = password(attempt)
             forward = pdu if current == old else passwd.with_old_password(pdu, env, current)
-            self._change(forward, env, PasswordChange(canonical_dn(dn), True, new, current,
-                                                      "ldap", self.client),
-                         after=self._drop_upstream)
+            self._change(forward, m.parse_envelope(forward),
+                         PasswordChange(canonical_dn(dn), True, new, current, "ldap",
+                                        self.client), after=self._drop_upstream)
 
         d = self.service.admit(dn, "ldap", self.client, old)
-        d.addCallbacks(admitted, self._internal_error, errbackArgs=(env.message_id, env.op_tag))
+        d.addCallback(admitted).addErrback(self._internal_error, env.message_id, env.op_tag)

@@ -14,6 +14,7 @@ from proxy.audit import AuditLog
 from proxy.config import parse_config
 from proxy.ldap.session import LdapFrontFactory
 from proxy.passwords import Hasher
+from proxy.sealed import SecretBox
 from proxy.service import AuthService
 from proxy.store.sqlite import SqliteStore
 from proxy.store.worker import ImmediateRunner
@@ -22,10 +23,11 @@ from proxy.store.worker import ImmediateRunner
 @pytest.fixture
 def make_harness(tmp_path: Path) -> Any:
     """Build a Harness; keyword ``extra`` adds [proxy] lines, ``compliance`` adds
-    [security_compliance] lines. Hashing (argon2, cheap parameters) runs synchronously."""
+    [security_compliance] lines, ``box`` opens TOTP secrets (a SecretBox; default: none).
+    Hashing (argon2, cheap parameters) runs synchronously."""
     stores: list[SqliteStore] = []
 
-    def make(extra: str = "", compliance: str = "") -> Harness:
+    def make(extra: str = "", compliance: str = "", box: SecretBox | None = None) -> Harness:
         audit_path = tmp_path / "audit.jsonl"
         config = parse_config(CONFIG.format(state=tmp_path / "state.sqlite", audit=audit_path,
                                             extra=extra) + compliance)
@@ -38,9 +40,10 @@ def make_harness(tmp_path: Path) -> Any:
                               AuditLog(str(audit_path), clock.seconds), clock,
                               offload=lambda f, *a: maybeDeferred(f, *a),
                               hasher=Hasher(PasswordHasher(time_cost=1, memory_cost=8,
-                                                           parallelism=1)))
+                                                           parallelism=1)),
+                              box=box)
         factory = LdapFrontFactory(service, config.proxy, clock, directory.connect)
-        return Harness(clock, directory, factory, store, audit_path)
+        return Harness(clock, directory, factory, store, audit_path, box)
 
     yield make
     for store in stores:

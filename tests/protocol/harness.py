@@ -13,6 +13,7 @@ from twisted.internet.testing import StringTransport
 
 from proxy.ldap.session import LdapFrontFactory, LdapSession
 from proxy.ldap.upstream import UpstreamConnection, UpstreamUnavailable
+from proxy.sealed import SecretBox
 from proxy.store.sqlite import SqliteStore
 
 T0 = 1_800_000_000.0
@@ -63,6 +64,7 @@ class Harness:
     factory: LdapFrontFactory
     store: SqliteStore
     audit_path: Path
+    box: SecretBox | None = None  # opens the TOTP secrets of the service, when it has a key
 
     def session(self) -> tuple[LdapSession, StringTransport]:
         session = self.factory.buildProtocol(None)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import warnings
 
-from pyasn1.codec.ber import encoder
+from pyasn1.codec.ber import decoder, encoder
 from pyasn1.type import namedtype, tag, univ
 
 with warnings.catch_warnings():
@@ -246,6 +246,23 @@ def base_search(message_id: int, dn: str, attributes: list[str]) -> bytes:
     """A base-scope SearchRequest of ``dn`` for (objectClass=*), size limit 1."""
     op = search_operation(dn, "(objectClass=*)", 0, 0, attributes, 1, 0, False, False, False)
     return _message(message_id, "searchRequest", op)
+
+
+def decode_password_modify(pdu: bytes) -> tuple[int, dict[str, bytes], Controls_]:
+    """A Password Modify ExtendedRequest read back: (message ID, the value's parts present,
+    controls)."""
+    message, rest = decoder.decode(pdu, asn1Spec=LDAPMessage())
+    assert rest == b"" and message["protocolOp"].getName() == "extendedReq"
+    op = message["protocolOp"].getComponent()
+    assert str(op["requestName"]) == PASSWORD_MODIFY
+    value, rest = decoder.decode(bytes(op["requestValue"]), asn1Spec=PasswdModifyRequestValue())
+    assert rest == b""
+    parts = {name: bytes(value[name]) for name in ("userIdentity", "oldPasswd", "newPasswd")
+             if value[name].isValue}
+    controls = [(str(c["controlType"]), bool(c["criticality"]),
+                 bytes(c["controlValue"]) if c["controlValue"].isValue else None)
+                for c in message["controls"]] if message["controls"].isValue else []
+    return int(message["messageID"]), parts, controls
 
 
 # -- the password policy response control value (draft-behera) -------------------------------
