@@ -374,3 +374,23 @@ def test_expired_password_rescue_needs_the_code(make_daemon: Any, slapd: Slapd) 
     # through bindguard: the new password with a code of a step not used yet
     result = whoami(daemon.uri, ALICE, "Rescued-Pass-1" + fresh(totp))
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("spelling", [
+    r"uid=\61lice,ou=people,dc=example,dc=org",
+    "0.9.2342.19200300.100.1.1=alice,ou=people,dc=example,dc=org",
+    "UID=Alice , OU=People, DC=Example, DC=Org",
+])
+def test_another_spelling_of_the_dn_needs_the_code_too(make_daemon: Any, slapd: Slapd,
+                                                      spelling: str) -> None:
+    """slapd accepts other spellings of alice's DN (escapes, OIDs, case, spaces); bindguard
+    keys them all as alice, so none of them logs in without her code."""
+    daemon = make_daemon()
+    totp = enrol(daemon, "alice")
+    assert whoami(slapd.uri, spelling, ALICE_PW).returncode == 0  # the directory's view
+    before = slapd.bind_count()
+    assert whoami(daemon.uri, spelling, ALICE_PW).returncode == 49
+    assert slapd.bind_count() == before
+    assert events(daemon, "auth.failure")[-1] == ("auth.failure", "otp.missing")
+    assert whoami(daemon.uri, spelling, ALICE_PW + totp.now()).returncode == 0
+    assert {e["user"] for e in daemon.audit() if e["event"].startswith("auth.")} == {ALICE}
