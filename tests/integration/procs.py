@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from proxy.demo.slapd import free_port
+from proxy.demo.slapd import ADMIN_DN, ADMIN_PASSWORD, Slapd, free_port
 
 BINDGUARD = shutil.which("bindguard") or str(Path(sys.executable).parent / "bindguard")
 
@@ -120,3 +120,19 @@ def whoami(uri: str, dn: str, password: str, *extra: str,
     """Run the real ``ldapwhoami`` (simple bind)."""
     return subprocess.run(["ldapwhoami", "-x", "-H", uri, "-D", dn, "-w", password, *extra],
                            capture_output=True, text=True, timeout=timeout)
+
+
+def modify(uri: str, as_dn: str, password: str, ldif: str) -> subprocess.CompletedProcess[str]:
+    """Run the real ``ldapmodify`` with ``ldif`` on standard input."""
+    return subprocess.run(["ldapmodify", "-x", "-H", uri, "-D", as_dn, "-w", password],
+                          input=ldif, capture_output=True, text=True, timeout=30)
+
+
+def shadow_last_change(directory: Slapd, dn: str, days_ago: int) -> None:
+    """Set the account's shadowLastChange ``days_ago`` days back, straight in slapd."""
+    today = int(time.time() // 86400)
+    result = modify(directory.uri, ADMIN_DN, ADMIN_PASSWORD,
+                    f"dn: {dn}\nchangetype: modify\nadd: objectClass\nobjectClass: "
+                    f"shadowAccount\n-\nreplace: shadowLastChange\nshadowLastChange: "
+                    f"{today - days_ago}\n-\n")
+    assert result.returncode == 0, result.stderr

@@ -6,13 +6,12 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from procs import Daemon, whoami
+from procs import Daemon, modify, shadow_last_change, whoami
 
 from proxy.demo.slapd import ADMIN_DN, ADMIN_PASSWORD, DEMO_USERS, PEOPLE, Slapd, user_dn
 
@@ -80,12 +79,6 @@ def passwd(uri: str, new: str, *, as_dn: str | None = None, password: str | None
     found = re.search(r"\((\d+)\)", text)
     code = 0 if result.returncode == 0 else int(found.group(1)) if found else -1
     return Outcome(code, text)
-
-
-def modify(uri: str, as_dn: str, password: str, ldif: str) -> subprocess.CompletedProcess[str]:
-    """Run the real ``ldapmodify`` with ``ldif`` on standard input."""
-    return subprocess.run(["ldapmodify", "-x", "-H", uri, "-D", as_dn, "-w", password],
-                          input=ldif, capture_output=True, text=True, timeout=30)
 
 
 def search(uri: str, as_dn: str, password: str) -> subprocess.CompletedProcess[str]:
@@ -266,22 +259,13 @@ def test_directory_reset_flag_means_must_change(start: Start, directory: Slapd) 
     assert search(daemon.uri, DAVE, DEMO_USERS["dave"]).returncode == 50
 
 
-def _shadow_last_change(directory: Slapd, dn: str, days_ago: int) -> None:
-    today = int(time.time() // 86400)
-    result = modify(directory.uri, ADMIN_DN, ADMIN_PASSWORD,
-                    f"dn: {dn}\nchangetype: modify\nadd: objectClass\nobjectClass: "
-                    f"shadowAccount\n-\nreplace: shadowLastChange\nshadowLastChange: "
-                    f"{today - days_ago}\n-\n")
-    assert result.returncode == 0, result.stderr
-
-
 def test_expiry_counts_from_the_directory_record(start: Start, directory: Slapd) -> None:
     """Where bindguard has recorded no change, the password's age comes from the directory
     (shadowLastChange here): 60 days old with password_expires_days = 30 is expired at the
     first bind (49, "Password expired" with the control); 20 days old binds with a warning."""
     daemon = start("password_expires_days = 30\npassword_expiry_warning_days = 14\n")
-    _shadow_last_change(directory, ALICE, 60)
-    _shadow_last_change(directory, BOB, 20)
+    shadow_last_change(directory, ALICE, 60)
+    shadow_last_change(directory, BOB, 20)
     expired = whoami(daemon.uri, ALICE, DEMO_USERS["alice"], "-e", "ppolicy")
     assert expired.returncode == 49
     assert "Password expired" in expired.stdout + expired.stderr
@@ -299,7 +283,7 @@ def test_expired_password_can_be_changed_without_binding(start: Start,
     """Self-service rescue: an expired password is changed by a Password Modify with the old
     password on an unauthenticated connection (ldappasswd -a OLD, no -D), under the rules."""
     daemon = start(QUALITY + "password_expires_days = 30\n")
-    _shadow_last_change(directory, ALICE, 60)
+    shadow_last_change(directory, ALICE, 60)
     assert whoami(daemon.uri, ALICE, DEMO_USERS["alice"]).returncode == 49
     short = passwd(daemon.uri, "Short-1", user=ALICE, old=DEMO_USERS["alice"])
     assert short.returncode == 19

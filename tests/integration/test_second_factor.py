@@ -18,11 +18,9 @@ from typing import Any
 import ldap
 import pyotp
 import pytest
-from procs import BINDGUARD, Daemon, whoami
+from procs import BINDGUARD, Daemon, shadow_last_change, whoami
 
 from proxy.demo.slapd import (
-    ADMIN_DN,
-    ADMIN_PASSWORD,
     DEMO_USERS,
     SERVICE_DN,
     SERVICE_PASSWORD,
@@ -96,22 +94,6 @@ def py_bind(uri: str, dn: str, password: str) -> str:
         return str(conn.whoami_s())
     finally:
         conn.unbind_s()
-
-
-def modify(uri: str, as_dn: str, password: str, ldif: str) -> subprocess.CompletedProcess[str]:
-    """Run the real ``ldapmodify`` with ``ldif`` on standard input."""
-    return subprocess.run(["ldapmodify", "-x", "-H", uri, "-D", as_dn, "-w", password],
-                          input=ldif, capture_output=True, text=True, timeout=30)
-
-
-def shadow_last_change(directory: Slapd, dn: str, days_ago: int) -> None:
-    """Set the account's shadowLastChange ``days_ago`` days back, straight in slapd."""
-    today = int(time.time() // 86400)
-    result = modify(directory.uri, ADMIN_DN, ADMIN_PASSWORD,
-                    f"dn: {dn}\nchangetype: modify\nadd: objectClass\nobjectClass: "
-                    f"shadowAccount\n-\nreplace: shadowLastChange\nshadowLastChange: "
-                    f"{today - days_ago}\n-\n")
-    assert result.returncode == 0, result.stderr
 
 
 def rescue(uri: str, dn: str, old: str, new: str) -> subprocess.CompletedProcess[str]:
