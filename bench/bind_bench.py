@@ -65,6 +65,7 @@ listen = tcp:{port}:interface=127.0.0.1
 upstream = ldap://127.0.0.1:{upstream_port}
 state = {dir}/state.sqlite
 audit_log = {dir}/audit.jsonl
+pam_socket = {dir}/pam.sock
 
 [security_compliance]
 lockout_failure_attempts = 5

@@ -55,6 +55,7 @@ class ProxyConfig:
     allow_anonymous: bool
     allow_sasl: bool
     key_file: str = ""  # encrypts TOTP secrets; default: otp.key beside the state file
+    pam_socket: str = "/run/bindguard/pam.sock"  # "" = no PAM front
 
 
 @dataclass(frozen=True)
@@ -98,23 +99,32 @@ class Config:
     directory: DirectoryConfig
     compliance: ComplianceConfig
     warnings: tuple[str, ...] = ()  # `section.key: ...` lines for what is valid but unwise
+    pam_backend: PamBackendConfig | None = None  # [pam_backend]: local accounts through PAM
+
+
+@dataclass(frozen=True)
+class PamBackendConfig:
+    """The ``[pam_backend]`` section: local accounts checked by an existing PAM service."""
+
+    service: str  # the PAM service (a file in /etc/pam.d) that checks the password
+    users: tuple[str, ...]  # the user names it checks; everyone else goes to the directory
 
 
 # Options of the contract that later releases implement. Setting one is an error rather than a
 # silent no-op; a value equal to "off" is accepted because it changes nothing.
 _NOT_YET: dict[tuple[str, str], tuple[str | None, str]] = {
     ("proxy", "upstream_ca_file"): (None, "TLS to the directory"),
-    ("proxy", "pam_socket"): (None, "the PAM front end"),
     ("proxy", "require_tls"): ("false", "TLS for clients"),
     ("proxy", "metrics"): (None, "metrics"),
     ("proxy", "tls_certificate"): (None, "TLS for clients"),
     ("proxy", "tls_private_key"): (None, "TLS for clients"),
 }
-_NOT_YET_SECTIONS = {"pam_backend": "the PAM backend"}
+_NOT_YET_SECTIONS: dict[str, str] = {}
 
 _KNOWN: dict[str, set[str]] = {
     "proxy": {"listen", "upstream", "upstream_timeout", "state", "audit_log", "max_pdu_size",
-              "allow_anonymous", "allow_sasl", "key_file"},
+              "allow_anonymous", "allow_sasl", "key_file", "pam_socket"},
+    "pam_backend": {"service", "users"},
     "directory": {"user_dn_template", "search_base", "search_filter", "bind_dn",
                   "bind_password_file"},
     "security_compliance": {"lockout_failure_attempts", "lockout_duration",
@@ -223,10 +233,11 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     directory = _read_directory(sections["directory"])
     warnings: list[str] = []
     compliance = _read_compliance(sections["security_compliance"], warnings, proxy.allow_sasl)
+    pam_backend = _read_pam_backend(sections["pam_backend"], parser.has_section("pam_backend"))
     if problems:
         raise ConfigError(problems)
     return Config(proxy=proxy, directory=directory, compliance=compliance,
-                  warnings=tuple(warnings))
+                  warnings=tuple(warnings), pam_backend=pam_backend)
 
 
 def load_config(path: str) -> Config:
@@ -287,7 +298,17 @@ def _read_proxy(section: _Section, present: bool) -> ProxyConfig:
         allow_sasl=section.boolean("allow_sasl", True),
         key_file=section.raw("key_file") or os.path.join(os.path.dirname(state) or ".",
                                                          "otp.key"),
+        pam_socket=_pam_socket(section),
     )
+
+
+def _pam_socket(section: _Section) -> str:
+    if "pam_socket" not in section.values:
+        return "/run/bindguard/pam.sock"
+    path = section.values["pam_socket"]
+    if path and not os.path.isabs(path):
+        section.problem("pam_socket", f"must be an absolute path, got {path!r}")
+    return path
 
 
 def _check_endpoint(section: _Section, spec: str) -> None:
@@ -320,6 +341,22 @@ def _upstream(section: _Section, uri: str) -> Upstream | None:
         section.problem("upstream", f"expected ldap://HOST[:PORT], got {uri!r}")
         return None
     return Upstream(uri=uri, host=parts.hostname, port=port or 389, tls=False)
+
+
+def _read_pam_backend(section: _Section, present: bool) -> PamBackendConfig | None:
+    if not present:
+        return None
+    service = section.raw("service")
+    users = section.items("users")
+    if not service:
+        section.problem("service", "required: the PAM service that checks local passwords "
+                                   "(a file in /etc/pam.d)")
+    elif "/" in service or service.startswith("."):
+        section.problem("service", f"a service name, not a path: {service!r}")
+    if not users:
+        section.problem("users", "required: the user names the PAM backend checks (everyone "
+                                 "else goes to the directory)")
+    return PamBackendConfig(service or "", users)
 
 
 def _read_directory(section: _Section) -> DirectoryConfig:

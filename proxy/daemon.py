@@ -8,9 +8,11 @@ from typing import Any
 from twisted.internet import endpoints
 from twisted.internet.defer import DeferredList, inlineCallbacks
 
+from proxy import pamd
 from proxy.audit import AuditLog
 from proxy.config import Config
 from proxy.ldap.session import LdapFrontFactory
+from proxy.pamd import PamFront
 from proxy.sealed import SecretBox
 from proxy.service import AuthService
 from proxy.store import open_store
@@ -36,6 +38,7 @@ def serve(config: Config) -> int:
     runner = ThreadRunner(store, reactor)
     service = AuthService(config, runner, audit, reactor, box=box)
     factory = LdapFrontFactory(service, config.proxy, reactor)
+    pam_front = PamFront(config, service, reactor)
     outcome = {"code": 0}
     ports: list[Any] = []
 
@@ -44,6 +47,13 @@ def serve(config: Config) -> int:
         results = yield DeferredList(
             [endpoints.serverFromString(reactor, spec).listen(factory)
              for spec in config.proxy.listen], consumeErrors=True)
+        if config.proxy.pam_socket:
+            try:
+                ports.append((yield pamd.listen(reactor, config.proxy.pam_socket, pam_front)))
+                log.info("PAM socket at %s", config.proxy.pam_socket)
+            except Exception as exc:
+                log.error("cannot serve the PAM socket %s: %s", config.proxy.pam_socket, exc)
+                outcome["code"] = 1
         for spec, (ok, value) in zip(config.proxy.listen, results, strict=True):
             if ok:
                 ports.append(value)

@@ -203,6 +203,21 @@ class UserSet:
         return first.partition("=")[2] in self.names
 
 
+# Local accounts (checked by [pam_backend]) have no DN in the directory: their state is keyed
+# by a DN of bindguard's own under this suffix, which no directory entry can collide with.
+LOCAL_SUFFIX = "cn=local-accounts,cn=bindguard"
+
+
+def is_local(config: Config, user: str) -> bool:
+    """Whether ``user`` is one of the local accounts [pam_backend] checks."""
+    return config.pam_backend is not None and user in config.pam_backend.users
+
+
+def local_dn(user: str) -> str:
+    """The key of a local account."""
+    return canonical_dn(f"uid={escape_rdn(user)},{LOCAL_SUFFIX}")
+
+
 def user_to_dn(config: Config, user: str) -> str:
     """Map a user name (or DN) to a canonical DN; searching the directory when configured so.
 
@@ -210,6 +225,8 @@ def user_to_dn(config: Config, user: str) -> str:
     """
     if looks_like_dn(user):
         return canonical_dn(user)
+    if is_local(config, user):
+        return local_dn(user)
     directory = config.directory
     if directory.user_dn_template is not None:
         return canonical_dn(directory.user_dn_template.replace("{user}", escape_rdn(user)))

@@ -18,7 +18,7 @@ from proxy.audit import AuditLog
 from proxy.config import Config
 from proxy.identity import canonical_dn
 from proxy.passwords import Hasher, same
-from proxy.policy import otp
+from proxy.policy import lockout, otp
 from proxy.policy import password as pw
 from proxy.policy.account import AccountState
 from proxy.policy.lockout import Admission, LockoutRules
@@ -73,6 +73,15 @@ class BindVerdict:
 
 
 ALLOWED = BindVerdict()
+
+
+@dataclass(frozen=True)
+class Standing:
+    """An account as PAM's account management sees it."""
+
+    allowed: bool = True  # False: locked or disabled
+    must_change: bool = False  # expired, or must change: a new password is required
+    warn_seconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +196,29 @@ class AuthService:
         if outcome.locked:
             self.audit.write("account.locked", key, front, client, reason="failure_threshold")
             log.warning("account locked after %s failures: %s", self.rules.attempts, key)
+
+    def needs_code(self, dn: str) -> Deferred[bool]:
+        """Whether a login of ``dn`` must carry a second factor (a PAM module then asks)."""
+        key = canonical_dn(dn)
+        d = self.runner.submit(key, transitions.read(self.rules, self.clock()))
+        return d.addCallback(lambda state: otp.required(self.otp, state, key))
+
+    def standing(self, dn: str) -> Deferred[Standing]:
+        """An account's standing for PAM's account management, without a password."""
+        key = canonical_dn(dn)
+        now = self.clock()
+
+        def judge(state: AccountState) -> Standing:
+            if lockout.is_locked(self.rules, state, now):
+                return Standing(allowed=False)
+            if pw.check_inactive(self.passwords, state, now)[1]:
+                return Standing(allowed=False)
+            standing = pw.expiry(self.passwords, state, key, now)
+            return Standing(must_change=standing.expired or pw.must_change(self.passwords,
+                                                                            state),
+                            warn_seconds=standing.warn_seconds)
+
+        return self.runner.submit(key, transitions.read(self.rules, now)).addCallback(judge)
 
     def directory_attributes(self, attempt: Attempt) -> list[str] | None:
         """Attributes to read from the user's entry after a good bind, or None (no read).

@@ -15,6 +15,7 @@ upstream = {upstream}
 upstream_timeout = 5
 state = {workdir}/state.sqlite
 audit_log = {workdir}/audit.jsonl
+pam_socket = {workdir}/pam.sock
 
 [directory]
 user_dn_template = uid={{user}},ou=people,dc=example,dc=org

@@ -105,21 +105,28 @@ def parse_password_modify(value: bytes | None) -> PasswordModify:
                           parts.get(_NEW_PASSWD))
 
 
+def password_modify_request(message_id: int, user_identity: str | None, old: str | None,
+                            new: str | None, controls: bytes = b"") -> bytes:
+    """A Password Modify ExtendedRequest (RFC 3062)."""
+    value = b""
+    if user_identity is not None:
+        value += tlv(_USER_IDENTITY, user_identity.encode())
+    if old is not None:
+        value += tlv(_OLD_PASSWD, old.encode("utf-8", "surrogateescape"))
+    if new is not None:
+        value += tlv(_NEW_PASSWD, new.encode("utf-8", "surrogateescape"))
+    op = (tlv(_REQUEST_NAME, PASSWORD_MODIFY_OID.encode())
+          + tlv(_REQUEST_VALUE, tlv(SEQUENCE, value)))
+    return tlv(SEQUENCE, tlv(INTEGER, integer_value(message_id)) + tlv(m.EXTENDED_REQUEST, op)
+               + controls)
+
+
 def with_old_password(pdu: bytes, env: m.Envelope, old: str) -> bytes:
     """A Password Modify request ``pdu`` with ``oldPasswd`` replaced (the second factor split
     off it); message ID, userIdentity, newPasswd and controls unchanged."""
     request = parse_password_modify(parse_extended_request(pdu, env).value)
-    value = b""
-    if request.user_identity is not None:
-        value += tlv(_USER_IDENTITY, request.user_identity.encode())
-    value += tlv(_OLD_PASSWD, old.encode("utf-8", "surrogateescape"))
-    if request.new is not None:
-        value += tlv(_NEW_PASSWD, request.new.encode())
-    op = (tlv(_REQUEST_NAME, PASSWORD_MODIFY_OID.encode())
-          + tlv(_REQUEST_VALUE, tlv(SEQUENCE, value)))
-    _, pos, _ = read_header(pdu, 0, len(pdu))
-    _, _, id_end = read_header(pdu, pos, env.end)
-    return tlv(SEQUENCE, pdu[pos:id_end] + tlv(m.EXTENDED_REQUEST, op) + pdu[env.op_end:env.end])
+    return password_modify_request(env.message_id, request.user_identity, old, request.new,
+                                   pdu[env.op_end:env.end])
 
 
 def parse_modify_password(pdu: bytes, env: m.Envelope) -> PasswordChange | None:

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ upstream = {upstream}
 upstream_timeout = {timeout}
 state = {state}
 audit_log = {audit}
+pam_socket = {pam_socket}
 {proxy}
 
 [directory]
@@ -59,9 +61,12 @@ class Daemon:
         self.state = state or workdir / "state.sqlite"
         self.audit_path = workdir / f"{name}-audit.jsonl"
         self.log_path = workdir / f"{name}.log"
+        # A short path: a Unix socket's path must fit in 108 bytes.
+        self.pam_socket = Path(tempfile.mkdtemp(prefix="bg-", dir="/tmp")) / "pam.sock"
         self.config.write_text(BASE_CONFIG.format(
             port=self.port, upstream=upstream, timeout=timeout, state=self.state,
-            audit=self.audit_path, attempts=attempts, compliance=compliance, proxy=proxy))
+            audit=self.audit_path, attempts=attempts, compliance=compliance, proxy=proxy,
+            pam_socket=self.pam_socket))
         self.env = env  # extra environment of the daemon (e.g. libfaketime's)
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -87,6 +92,7 @@ class Daemon:
         if self.process is None:
             return None
         process, self.process = self.process, None
+        shutil.rmtree(self.pam_socket.parent, ignore_errors=True)
         if process.poll() is None:
             process.send_signal(sig)
         try:

@@ -180,7 +180,7 @@ def test_problems_name_section_and_key() -> None:
         "proxy.listen", "proxy.upstream_timeout", "proxy.state", "proxy.require_tls",
         "directory.user_dn_template", "directory.bind_dn",
         "security_compliance.lockout_duration",
-        "security_compliance.password_min_character_classes", "pam_backend",
+        "security_compliance.password_min_character_classes", "pam_backend.users",
     }
 
 
@@ -379,7 +379,6 @@ def test_comment_prefix_needs_whitespace_before_it() -> None:
 
 NOT_YET = [
     ("proxy", "upstream_ca_file", "/etc/ssl/certs/ca.pem"),
-    ("proxy", "pam_socket", "/run/bindguard/pam.sock"),
     ("proxy", "require_tls", "true"),
     ("proxy", "metrics", "tcp:9389:interface=127.0.0.1"),
     ("proxy", "tls_certificate", "/etc/bindguard/cert.pem"),
@@ -449,11 +448,26 @@ def test_exemption_without_enforcement_is_an_error() -> None:
         "user always gives a code)"]
 
 
-def test_pam_backend_section_is_refused() -> None:
-    """[pam_backend] is in the contract but not implemented: the section is refused."""
-    assert problems(MINIMAL + "[pam_backend]\nservice = bindguard-local\n") == [
-        "pam_backend: not supported yet (the PAM backend is not implemented in this release); "
-        "remove the section"]
+def test_pam_backend_section() -> None:
+    """[pam_backend] names a PAM service and the users it checks; both are required."""
+    config = parse_config(MINIMAL + "[pam_backend]\nservice = bindguard-local\nusers = root, ops\n")
+    assert config.pam_backend is not None
+    assert (config.pam_backend.service, config.pam_backend.users) == ("bindguard-local",
+                                                                      ("root", "ops"))
+    assert parse_config(MINIMAL).pam_backend is None
+    assert problems(MINIMAL + "[pam_backend]\nservice = /etc/pam.d/x\n") == [
+        "pam_backend.service: a service name, not a path: '/etc/pam.d/x'",
+        "pam_backend.users: required: the user names the PAM backend checks (everyone else "
+        "goes to the directory)"]
+
+
+def test_pam_socket() -> None:
+    """pam_socket defaults to /run/bindguard/pam.sock; empty turns the PAM front off; a
+    relative path is refused."""
+    assert parse_config(MINIMAL).proxy.pam_socket == "/run/bindguard/pam.sock"
+    assert parse_config(with_proxy("pam_socket =")).proxy.pam_socket == ""
+    assert problems(with_proxy("pam_socket = pam.sock")) == [
+        "proxy.pam_socket: must be an absolute path, got 'pam.sock'"]
 
 
 def test_ldaps_upstream_is_refused() -> None:
