@@ -43,7 +43,7 @@ def make_harness(tmp_path: Path) -> Any:
                                                            parallelism=1)),
                               box=box)
         factory = LdapFrontFactory(service, config.proxy, clock, directory.connect)
-        return Harness(clock, directory, factory, store, audit_path, box)
+        return Harness(clock, directory, factory, store, audit_path, box, config)
 
     yield make
     for store in stores:

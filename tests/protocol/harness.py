@@ -65,6 +65,7 @@ class Harness:
     store: SqliteStore
     audit_path: Path
     box: SecretBox | None = None  # opens the TOTP secrets of the service, when it has a key
+    config: Any = None  # the parsed configuration
 
     def session(self) -> tuple[LdapSession, StringTransport]:
         session = self.factory.buildProtocol(None)
