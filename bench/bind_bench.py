@@ -67,6 +67,9 @@ state = {dir}/state.sqlite
 audit_log = {dir}/audit.jsonl
 pam_socket = {dir}/pam.sock
 
+[directory]
+user_dn_template = uid={{user}},ou=people,dc=example,dc=org
+
 [security_compliance]
 lockout_failure_attempts = 5
 lockout_duration = 600

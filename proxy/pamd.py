@@ -194,6 +194,8 @@ class PamSession(Protocol):
                         request.user, failure.getErrorMessage())
             return {"result": DENIED_RESULT, "message": "directory unavailable"}
         if failure.check(UnknownUser):
+            log.info("PAM %s for %s refused: %s", request.type, request.user,
+                     failure.getErrorMessage())
             return {"result": DENIED_RESULT, "message": DENIED}
         log.error("PAM %s for %s failed: %s", request.type, request.user,
                   failure.getErrorMessage())
