@@ -120,7 +120,7 @@ def decode(body: bytes) -> dict[str, object]:
 
         reply = json.loads(text)
     else:
-        reply, end = _json.make_scanner(_Context())(text, 0)
+        reply, end = _json.make_scanner(_Context())(text, 0)  # type: ignore[attr-defined]
         if text[end:].strip():
             raise ValueError("data after the JSON object")
     if not isinstance(reply, dict):

@@ -135,7 +135,8 @@ def pam_sm_acct_mgmt(pamh: Any, flags: int, argv: list[str]) -> int:
         return pamh.PAM_NEW_AUTHTOK_REQD
     if reply.get("message") != GENERIC_DENIAL:
         _show(pamh, flags, pamh.PAM_ERROR_MSG, reply.get("message"))
-    return pamh.PAM_PERM_DENIED  # the daemon does not say why (locked or disabled)
+    # Disabled for inactivity is an expired account to PAM; locked (or anything else) denied.
+    return pamh.PAM_ACCT_EXPIRED if reply.get("reason") == "disabled" else pamh.PAM_PERM_DENIED
 
 
 def pam_sm_chauthtok(pamh: Any, flags: int, argv: list[str]) -> int:

@@ -42,6 +42,9 @@ MAX_FRAME = 64 * 1024
 _HEADER = struct.Struct(">I")
 DENIED = "Authentication failed"  # every refusal of a password looks alike
 CODE_PROMPT = "Verification code: "
+ACCOUNT_MESSAGES = {"locked": "Account locked: too many failed logins",
+                    "disabled": "Account disabled after a long time without a login"}
+REFUSED_GRACE_SECONDS = 5.0  # a refused peer may read its answer, then it is cut off
 
 SUCCESS, DENIED_RESULT = "success", "denied"
 PROMPT_CODE, CHANGE_PASSWORD = "prompt_code", "change_password"
@@ -123,15 +126,24 @@ class PamSession(Protocol):
         self.buffer = b""
         self.busy = False
         self.pending: PamRequest | None = None  # waiting for the code a prompt asked for
+        self.refused = False  # a peer that is not root: read and ignored
+        self.cut_off: Any = None
 
     def connectionMade(self) -> None:
         uid = self.front.peer_uid(self.transport)
         if uid != 0:
             log.warning("PAM socket: refused a request from uid %s (only root is served)", uid)
+            self.refused = True
             self._reply({"result": DENIED_RESULT, "message": "only root may ask"})
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            # Half-close and read what it sends: closing with unread data would reset the
+            # connection and lose the answer. The peer gets a few seconds to hang up.
+            self.transport.loseWriteConnection()  # type: ignore[union-attr]
+            self.cut_off = self.front.reactor.callLater(
+                REFUSED_GRACE_SECONDS, self.transport.abortConnection)  # type: ignore
 
     def dataReceived(self, data: bytes) -> None:
+        if self.refused:
+            return
         self.buffer += data
         if len(self.buffer) >= _HEADER.size:
             (size,) = _HEADER.unpack_from(self.buffer)
@@ -142,6 +154,10 @@ class PamSession(Protocol):
             self._refuse("too much data")
             return
         self._next()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        if self.cut_off is not None and self.cut_off.active():
+            self.cut_off.cancel()
 
     def _next(self) -> None:
         if self.busy or len(self.buffer) < _HEADER.size:
@@ -296,8 +312,9 @@ class PamFront(Factory):
 
     def _account(self, dn: str) -> Deferred[dict[str, Any]]:
         def judged(standing: Any) -> dict[str, Any]:
-            if not standing.allowed:
-                return {"result": DENIED_RESULT, "message": DENIED}
+            if not standing.allowed:  # the password was proven already, or a key was
+                return {"result": DENIED_RESULT, "reason": standing.reason,
+                        "message": ACCOUNT_MESSAGES[standing.reason]}
             if standing.must_change:
                 return {"result": CHANGE_PASSWORD, "message": "You must change your password"}
             return {"result": SUCCESS, "message": _warning(standing.warn_seconds)}

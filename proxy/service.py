@@ -80,6 +80,7 @@ class Standing:
     """An account as PAM's account management sees it."""
 
     allowed: bool = True  # False: locked or disabled
+    reason: str | None = None  # why not allowed: "locked" or "disabled"
     must_change: bool = False  # expired, or must change: a new password is required
     warn_seconds: int | None = None
 
@@ -210,9 +211,9 @@ class AuthService:
 
         def judge(state: AccountState) -> Standing:
             if lockout.is_locked(self.rules, state, now):
-                return Standing(allowed=False)
+                return Standing(allowed=False, reason="locked")
             if pw.check_inactive(self.passwords, state, now)[1]:
-                return Standing(allowed=False)
+                return Standing(allowed=False, reason="disabled")
             standing = pw.expiry(self.passwords, state, key, now)
             return Standing(must_change=standing.expired or pw.must_change(self.passwords,
                                                                             state),

@@ -51,9 +51,18 @@ def front(make_harness: Any) -> tuple[PamFront, Harness, FakeDirectory]:
     return pam_front, harness, directory
 
 
-def connect(front: PamFront) -> tuple[PamSession, StringTransport]:
+class UnixTransport(StringTransport):
+    """A fake Unix socket transport that can half-close."""
+
+    write_closed = False
+
+    def loseWriteConnection(self) -> None:
+        self.write_closed = True
+
+
+def connect(front: PamFront) -> tuple[PamSession, UnixTransport]:
     session = front.buildProtocol(None)
-    transport = StringTransport(peerAddress=UNIXAddress(None))
+    transport = UnixTransport(peerAddress=UNIXAddress(None))
     session.makeConnection(transport)
     return session, transport
 
@@ -122,13 +131,18 @@ def test_malformed_frames_close_the_connection(front: Any, data: bytes) -> None:
 
 
 def test_a_non_root_peer_is_refused(front: Any) -> None:
-    """SO_PEERCRED: a process not running as root is answered denied and disconnected before
-    it can send anything."""
-    pam_front, _, directory = front
+    """SO_PEERCRED: a process not running as root is answered denied at once; what it sends
+    is read and ignored (so the answer is not lost to a reset), and it is cut off after a
+    few seconds."""
+    pam_front, harness, directory = front
     pam_front.peer_uid = lambda transport: 1000
     session, transport = connect(pam_front)
     assert replies(transport) == [{"version": 1, "result": "denied",
                                    "message": "only root may ask"}]
+    session.dataReceived(client.encode({"type": "authenticate", "user": "alice",
+                                        "password": "alice-pass-1"}))
+    assert transport.value() == b"" and transport.write_closed and not transport.disconnecting
+    harness.clock.advance(5)
     assert transport.disconnecting
     assert directory.asked == []
 
