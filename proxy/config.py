@@ -56,6 +56,11 @@ class ProxyConfig:
     allow_sasl: bool
     key_file: str = ""  # encrypts TOTP secrets; default: otp.key beside the state file
     pam_socket: str = "/run/bindguard/pam.sock"  # "" = no PAM front
+    metrics: str = ""  # Twisted endpoint of the Prometheus endpoint (/metrics); "" = none
+    max_connections: int = 10000  # open client connections at most; more are closed at once
+    max_connections_per_source: int = 500  # from one client address
+    idle_timeout: float = 900.0  # seconds without a request before a connection is closed
+    pdu_timeout: float = 10.0  # seconds a started request may take to arrive whole
 
 
 @dataclass(frozen=True)
@@ -115,7 +120,6 @@ class PamBackendConfig:
 _NOT_YET: dict[tuple[str, str], tuple[str | None, str]] = {
     ("proxy", "upstream_ca_file"): (None, "TLS to the directory"),
     ("proxy", "require_tls"): ("false", "TLS for clients"),
-    ("proxy", "metrics"): (None, "metrics"),
     ("proxy", "tls_certificate"): (None, "TLS for clients"),
     ("proxy", "tls_private_key"): (None, "TLS for clients"),
 }
@@ -123,7 +127,8 @@ _NOT_YET_SECTIONS: dict[str, str] = {}
 
 _KNOWN: dict[str, set[str]] = {
     "proxy": {"listen", "upstream", "upstream_timeout", "state", "audit_log", "max_pdu_size",
-              "allow_anonymous", "allow_sasl", "key_file", "pam_socket"},
+              "allow_anonymous", "allow_sasl", "key_file", "pam_socket", "metrics",
+              "max_connections", "max_connections_per_source", "idle_timeout", "pdu_timeout"},
     "pam_backend": {"service", "users"},
     "directory": {"user_dn_template", "search_base", "search_filter", "bind_dn",
                   "bind_password_file"},
@@ -299,7 +304,19 @@ def _read_proxy(section: _Section, present: bool) -> ProxyConfig:
         key_file=section.raw("key_file") or os.path.join(os.path.dirname(state) or ".",
                                                          "otp.key"),
         pam_socket=_pam_socket(section),
+        metrics=_metrics(section),
+        max_connections=section.integer("max_connections", 10000, 1) or 0,
+        max_connections_per_source=section.integer("max_connections_per_source", 500, 1) or 0,
+        idle_timeout=section.number("idle_timeout", 900.0, 0.0),
+        pdu_timeout=section.number("pdu_timeout", 10.0, 0.0),
     )
+
+
+def _metrics(section: _Section) -> str:
+    spec = section.raw("metrics") or ""
+    if spec:
+        _check_endpoint(section, spec, "metrics")
+    return spec
 
 
 def _pam_socket(section: _Section) -> str:
@@ -311,18 +328,19 @@ def _pam_socket(section: _Section) -> str:
     return path
 
 
-def _check_endpoint(section: _Section, spec: str) -> None:
+def _check_endpoint(section: _Section, spec: str, key: str = "listen") -> None:
     """A listen item must be a Twisted server endpoint string bindguard can serve."""
     from twisted.internet.endpoints import serverFromString
 
     if spec.split(":", 1)[0] in ("ssl", "tls"):
-        section.problem("listen", f"{spec}: LDAPS listeners are not supported yet (TLS for "
-                                  "clients is not implemented in this release)")
+        what = "LDAPS listeners" if key == "listen" else "TLS endpoints"
+        section.problem(key, f"{spec}: {what} are not supported yet (TLS for clients is not "
+                             "implemented in this release)")
         return
     try:
         serverFromString(None, spec)
     except (ValueError, TypeError, KeyError) as exc:
-        section.problem("listen", f"{spec}: not a valid endpoint ({_one_line(str(exc))})")
+        section.problem(key, f"{spec}: not a valid endpoint ({_one_line(str(exc))})")
 
 
 def _upstream(section: _Section, uri: str) -> Upstream | None:

@@ -380,7 +380,6 @@ def test_comment_prefix_needs_whitespace_before_it() -> None:
 NOT_YET = [
     ("proxy", "upstream_ca_file", "/etc/ssl/certs/ca.pem"),
     ("proxy", "require_tls", "true"),
-    ("proxy", "metrics", "tcp:9389:interface=127.0.0.1"),
     ("proxy", "tls_certificate", "/etc/bindguard/cert.pem"),
     ("proxy", "tls_private_key", "/etc/bindguard/key.pem"),
 ]
