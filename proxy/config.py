@@ -58,7 +58,7 @@ class ProxyConfig:
     pam_socket: str = "/run/bindguard/pam.sock"  # "" = no PAM front
     metrics: str = ""  # Twisted endpoint of the Prometheus endpoint (/metrics); "" = none
     max_connections: int = 10000  # open client connections at most; more are closed at once
-    max_connections_per_source: int = 500  # from one client address
+    max_connections_per_source: int = 1000  # from one client address
     idle_timeout: float = 900.0  # seconds without a request before a connection is closed
     pdu_timeout: float = 10.0  # seconds a started request may take to arrive whole
 
@@ -306,7 +306,7 @@ def _read_proxy(section: _Section, present: bool) -> ProxyConfig:
         pam_socket=_pam_socket(section),
         metrics=_metrics(section),
         max_connections=section.integer("max_connections", 10000, 1) or 0,
-        max_connections_per_source=section.integer("max_connections_per_source", 500, 1) or 0,
+        max_connections_per_source=section.integer("max_connections_per_source", 1000, 1) or 0,
         idle_timeout=section.number("idle_timeout", 900.0, 0.0),
         pdu_timeout=section.number("pdu_timeout", 10.0, 0.0),
     )

@@ -30,6 +30,7 @@ from proxy.ldap import passwd
 from proxy.ldap.ber import Framer, ProtocolViolation
 from proxy.ldap.binds import Binds
 from proxy.ldap.changes import MUST_CHANGE_MESSAGE, PasswordChanges
+from proxy.ldap.limits import ConnectionLimits, Deadline
 from proxy.ldap.upstream import UpstreamConnection, connect_upstream, set_no_delay
 from proxy.service import AuthService
 
@@ -82,6 +83,10 @@ class LdapSession(Binds, PasswordChanges, Protocol):
         self.out: deque[bytes | list[bytes] | object] = deque()
         self.client_gone = False
         self.closing = False  # a protocol violation: ignore whatever else the client sends
+        self.front = front
+        self.source = ""  # the client address the connection limits counted
+        self.idle: Deadline | None = None
+        self.unfinished: Any = None  # fires when a started PDU takes too long to arrive
 
     # -- client side ------------------------------------------------------------------------
 
@@ -89,19 +94,48 @@ class LdapSession(Binds, PasswordChanges, Protocol):
         set_no_delay(self.transport)
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         self.client = getattr(peer, "host", str(peer))
+        self.idle = Deadline(self.reactor, self.config.idle_timeout, self._idle_expired)
 
     def dataReceived(self, data: bytes) -> None:
         if self.closing:
             return
+        if self.idle is not None:
+            self.idle.touch()
         try:
             pdus = self.framer.feed(data)
         except ProtocolViolation as exc:
             self.protocol_violation(str(exc))
             return
+        self._watch_unfinished()
         self.queue.extend(pdus)
         self.pump()
 
+    def _watch_unfinished(self) -> None:
+        """A PDU begun must arrive whole within pdu_timeout (slowloris)."""
+        if self.framer.buffered and self.unfinished is None and self.config.pdu_timeout:
+            self.unfinished = self.reactor.callLater(
+                self.config.pdu_timeout, self.protocol_violation,
+                f"request not complete within {self.config.pdu_timeout:g} s")
+        elif not self.framer.buffered and self.unfinished is not None:
+            if self.unfinished.active():
+                self.unfinished.cancel()
+            self.unfinished = None
+
+    def _idle_expired(self) -> None:
+        if self.held or self.watches:
+            self.idle = Deadline(self.reactor, self.config.idle_timeout, self._idle_expired)
+            return  # a request is being answered: not idle
+        log.info("closing connection from %s: idle for %g s", self.client,
+                 self.config.idle_timeout)
+        self.emit(m.notice_of_disconnection(m.Result.UNAVAILABLE, "idle timeout"))
+        self.emit(_CLOSE)
+
     def connectionLost(self, reason: Failure | None = None) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+        if self.unfinished is not None and self.unfinished.active():
+            self.unfinished.cancel()
+        self.front.limits.release(self.source)
         self.client_gone = True
         self.queue.clear()
         self.out.clear()
@@ -301,6 +335,8 @@ class LdapSession(Binds, PasswordChanges, Protocol):
 
     def upstream_pdus(self, pdus: list[bytes]) -> None:
         """Pass the directory's PDUs to the client, reading the responses the session watches."""
+        if self.idle is not None:
+            self.idle.touch()
         for pdu in pdus:
             if self.watches:
                 try:
@@ -352,6 +388,14 @@ class LdapFrontFactory(Factory):
         self.config = config
         self.reactor = reactor
         self.connect = connect
+        self.limits = ConnectionLimits(config.max_connections,
+                                       config.max_connections_per_source, reactor)
 
-    def buildProtocol(self, addr: Any) -> LdapSession:
-        return LdapSession(self)
+    def buildProtocol(self, addr: Any) -> LdapSession | None:
+        """A session, or None (the connection is closed at once) over a connection limit."""
+        source = getattr(addr, "host", "")
+        if self.limits.admit(source) is not None:
+            return None
+        session = LdapSession(self)
+        session.source = source
+        return session
