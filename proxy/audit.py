@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+# Told of every event after it is written: (event, user, front, client, reason).
+AuditObserver = Callable[[str, str, str, str | None, str | None], None]
 
 # The only fields an event may carry: nothing here can hold a password, a code or a secret.
 FIELDS = ("ts", "event", "user", "front", "client", "reason")
@@ -24,6 +30,9 @@ class AuditLog:
     def __init__(self, target: str, clock: Callable[[], float]) -> None:
         self.target = target
         self._clock = clock
+        # Called after each event is written (metrics); one that fails is logged, not raised:
+        # an observer must never change the outcome of an authentication.
+        self.observers: list[AuditObserver] = []
         if target == "-":
             self._fd = sys.stdout.fileno()
             self._owned = False
@@ -43,6 +52,11 @@ class AuditLog:
             record["reason"] = reason
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
         os.write(self._fd, line.encode("utf-8"))
+        for observer in self.observers:
+            try:
+                observer(event, user, front, client, reason)
+            except Exception:
+                log.exception("audit observer failed on %s", event)
 
     def close(self) -> None:
         """Close the file."""

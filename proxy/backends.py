@@ -16,7 +16,7 @@ from proxy.config import Config
 from proxy.ldap import messages as m
 from proxy.ldap import passwd
 from proxy.ldap.ber import ProtocolViolation, tlv
-from proxy.ldap.upstream import UpstreamConnection, connect_upstream
+from proxy.ldap.upstream import UpstreamConnection, UpstreamHealth, connect_upstream
 from proxy.service import DirectoryRecord
 
 log = logging.getLogger(__name__)
@@ -83,10 +83,11 @@ class _Exchange:
 class DirectoryBackend:
     """Checks a password by binding as the user, on a connection of its own."""
 
-    def __init__(self, config: Config, reactor: Any) -> None:
+    def __init__(self, config: Config, reactor: Any, health: UpstreamHealth | None = None) -> None:
         self.upstreams = config.proxy.upstream
         self.timeout = config.proxy.upstream_timeout
         self.reactor = reactor
+        self.health = health  # shared with the LDAP front: one view of which directory is down
 
     def _open(self) -> Deferred[_Exchange]:
         exchange = _Exchange(self.reactor, self.timeout)
@@ -95,7 +96,7 @@ class DirectoryBackend:
             exchange.connection = connection
             return exchange
 
-        d = connect_upstream(self.reactor, self.upstreams, self.timeout, exchange)
+        d = connect_upstream(self.reactor, self.upstreams, self.timeout, exchange, self.health)
         return d.addCallbacks(connected, lambda f: fail(DirectoryUnavailable(
             f.getErrorMessage())))
 

@@ -38,7 +38,7 @@ def serve(config: Config) -> int:
     runner = ThreadRunner(store, reactor)
     service = AuthService(config, runner, audit, reactor, box=box)
     factory = LdapFrontFactory(service, config.proxy, reactor)
-    pam_front = PamFront(config, service, reactor)
+    pam_front = PamFront(config, service, reactor, factory.health)
     outcome = {"code": 0}
     ports: list[Any] = []
 

@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 from proxy.backends import DirectoryBackend, DirectoryUnavailable, PamBackend
 from proxy.config import Config
 from proxy.identity import UnknownUser, is_local, user_to_dn
+from proxy.ldap.upstream import UpstreamHealth
 from proxy.policy.password import Violation
 from proxy.service import Attempt, AuthService, BindVerdict, ChangePlan, PasswordChange
 from proxy.transitions import Refusal
@@ -239,11 +240,12 @@ class PamFront(Factory):
 
     noisy = False
 
-    def __init__(self, config: Config, service: AuthService, reactor: Any) -> None:
+    def __init__(self, config: Config, service: AuthService, reactor: Any,
+                 health: UpstreamHealth | None = None) -> None:
         self.config = config
         self.service = service
         self.reactor = reactor
-        self.directory = DirectoryBackend(config, reactor)
+        self.directory = DirectoryBackend(config, reactor, health)
         self.local = (PamBackend(config.pam_backend.service, service.offload)
                       if config.pam_backend is not None else None)
         self.peer_uid = peer_uid

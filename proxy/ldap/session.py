@@ -14,6 +14,7 @@ expiry and must-change. A must-change session may only change its password.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -31,7 +32,12 @@ from proxy.ldap.ber import Framer, ProtocolViolation
 from proxy.ldap.binds import Binds
 from proxy.ldap.changes import MUST_CHANGE_MESSAGE, PasswordChanges
 from proxy.ldap.limits import ConnectionLimits, Deadline
-from proxy.ldap.upstream import UpstreamConnection, connect_upstream, set_no_delay
+from proxy.ldap.upstream import (
+    UpstreamConnection,
+    UpstreamHealth,
+    connect_upstream,
+    set_no_delay,
+)
 from proxy.service import AuthService
 
 log = logging.getLogger(__name__)
@@ -387,7 +393,10 @@ class LdapFrontFactory(Factory):
         self.service = service
         self.config = config
         self.reactor = reactor
-        self.connect = connect
+        self.health = UpstreamHealth(config.upstream, reactor)
+        self.connect: Connector = (
+            functools.partial(connect_upstream, health=self.health)
+            if connect is connect_upstream else connect)
         self.limits = ConnectionLimits(config.max_connections,
                                        config.max_connections_per_source, reactor)
 

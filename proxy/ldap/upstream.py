@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import random
+from collections.abc import Callable
 from typing import Any
 from typing import Protocol as TypingProtocol
 
@@ -85,6 +87,54 @@ class UpstreamConnection(Protocol):
             self.listener.upstream_lost(f"{self.uri} closed the connection")
 
 
+class UpstreamHealth:
+    """Which directories to try, and in what order (kanidm's Online / Offline / OfflineNextCheck).
+
+    A directory that fails to connect is marked down and skipped until its next check, after a
+    back-off that doubles from BACKOFF_FIRST to BACKOFF_MAX seconds with ±20 % jitter (so that
+    many proxies do not retry in step); the first success marks it up again. When every
+    directory is down, all are tried anyway, in order: a login is never refused unasked.
+    """
+
+    BACKOFF_FIRST = 1.0
+    BACKOFF_MAX = 60.0
+
+    def __init__(self, upstreams: tuple[Upstream, ...], clock: Any,
+                 jitter: Callable[[], float] = random.random) -> None:
+        self.upstreams = upstreams
+        self.clock = clock
+        self.jitter = jitter
+        self.failures: dict[str, int] = {}
+        self.next_check: dict[str, float] = {}
+        self.listeners: list[Callable[[str, bool], None]] = []  # (uri, up) on each change
+
+    def order(self) -> tuple[Upstream, ...]:
+        """The directories to try now: those up or due for a check, in configured order."""
+        now = self.clock.seconds()
+        ready = tuple(u for u in self.upstreams if self.next_check.get(u.uri, 0.0) <= now)
+        return ready or self.upstreams
+
+    def succeeded(self, uri: str) -> None:
+        if self.failures.pop(uri, None) is not None:
+            self.next_check.pop(uri, None)
+            log.info("directory %s is reachable again", uri)
+            self._changed(uri, True)
+
+    def failed(self, uri: str) -> None:
+        count = self.failures.get(uri, 0) + 1
+        self.failures[uri] = count
+        delay = min(self.BACKOFF_MAX, self.BACKOFF_FIRST * 2 ** (count - 1))
+        delay *= 0.8 + 0.4 * self.jitter()
+        self.next_check[uri] = self.clock.seconds() + delay
+        if count == 1:
+            self._changed(uri, False)
+        log.warning("directory %s marked down; next try in %.1f s", uri, delay)
+
+    def _changed(self, uri: str, up: bool) -> None:
+        for listener in self.listeners:
+            listener(uri, up)
+
+
 class _ConnectOnce(ClientFactory):
     """Connects one UpstreamConnection and reports the result through a Deferred."""
 
@@ -104,10 +154,14 @@ class _ConnectOnce(ClientFactory):
 
 
 def connect_upstream(reactor: Any, upstreams: tuple[Upstream, ...], timeout: float,
-                     listener: UpstreamListener) -> Deferred[UpstreamConnection]:
-    """Connect to the first directory in ``upstreams`` that answers within ``timeout`` each."""
+                     listener: UpstreamListener, health: UpstreamHealth | None = None
+                     ) -> Deferred[UpstreamConnection]:
+    """Connect to the first directory in ``upstreams`` that answers within ``timeout`` each;
+    with ``health``, in its order, skipping directories marked down, and reporting to it."""
     result: Deferred[UpstreamConnection] = Deferred()
     errors: list[str] = []
+    if health is not None:
+        upstreams = health.order()
 
     def attempt(index: int) -> None:
         if index == len(upstreams):
@@ -122,9 +176,16 @@ def connect_upstream(reactor: Any, upstreams: tuple[Upstream, ...], timeout: flo
             message = failure.getErrorMessage()
             errors.append(f"{upstream.uri}: {message}")
             log.warning("directory %s unreachable: %s", upstream.uri, message)
+            if health is not None:
+                health.failed(upstream.uri)
             attempt(index + 1)
 
-        connected.addCallbacks(result.callback, failed)
+        def succeeded(connection: UpstreamConnection) -> None:
+            if health is not None:
+                health.succeeded(upstream.uri)
+            result.callback(connection)
+
+        connected.addCallbacks(succeeded, failed)
 
     attempt(0)
     return result
