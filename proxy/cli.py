@@ -93,7 +93,7 @@ def _serve(config: Config, args: Any) -> int:
     from proxy.daemon import configure_logging, serve
 
     configure_logging()
-    return serve(config)
+    return serve(config, config_path(args.config))
 
 
 def _check_config(config: Config, args: Any) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from typing import Any
 
@@ -13,6 +14,7 @@ from proxy.audit import AuditLog
 from proxy.config import Config
 from proxy.ldap.session import LdapFrontFactory
 from proxy.pamd import PamFront
+from proxy.reload import Reloader
 from proxy.sealed import SecretBox
 from proxy.service import AuthService
 from proxy.store import open_store
@@ -21,8 +23,9 @@ from proxy.store.worker import ThreadRunner
 log = logging.getLogger("bindguard")
 
 
-def serve(config: Config) -> int:
-    """Run the daemon in the foreground until SIGTERM or SIGINT; return the exit code."""
+def serve(config: Config, path: str | None = None) -> int:
+    """Run the daemon in the foreground until SIGTERM or SIGINT; return the exit code.
+    SIGHUP reads ``path`` again (proxy.reload)."""
     from twisted.internet import reactor
 
     for warning in config.warnings:
@@ -39,6 +42,11 @@ def serve(config: Config) -> int:
     service = AuthService(config, runner, audit, reactor, box=box)
     factory = LdapFrontFactory(service, config.proxy, reactor)
     pam_front = PamFront(config, service, reactor, factory.health)
+    if path is not None:
+        reloader = Reloader(path, config, [service.reconfigure,
+                                           lambda new: factory.reconfigure(new.proxy),
+                                           pam_front.reconfigure])
+        signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(reloader.reload))
     outcome = {"code": 0}
     ports: list[Any] = []
 

@@ -250,6 +250,16 @@ class PamFront(Factory):
                       if config.pam_backend is not None else None)
         self.peer_uid = peer_uid
 
+    def reconfigure(self, config: Config) -> None:
+        """The next requests take ``config`` (SIGHUP): name mapping, local accounts."""
+        self.config = config
+        self.directory.upstreams = config.proxy.upstream
+        self.directory.timeout = config.proxy.upstream_timeout
+        if config.pam_backend is not None:
+            self.local = PamBackend(config.pam_backend.service, self.service.offload)
+        else:
+            self.local = None
+
     def buildProtocol(self, addr: Any) -> PamSession:
         return PamSession(self)
 

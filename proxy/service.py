@@ -111,9 +111,7 @@ class AuthService:
     def __init__(self, config: Config, runner: Runner, audit: AuditLog, reactor: Any,
                  offload: Offload | None = None, hasher: Hasher | None = None,
                  box: SecretBox | None = None) -> None:
-        self.rules = LockoutRules.from_config(config.compliance)
-        self.passwords = PasswordRules.from_config(config)
-        self.otp = OtpRules.from_config(config)
+        self.reconfigure(config)
         self.box = box  # opens TOTP secrets; None: no key file, nobody can be enrolled
         self.runner = runner
         self.offload: Offload = offload or _offload_to_pool(reactor)
@@ -121,9 +119,15 @@ class AuthService:
         self.audit = audit
         self.reactor = reactor
         self.clock: Callable[[], float] = reactor.seconds
+        self._waiters: dict[str, list[Deferred[None]]] = {}
+
+    def reconfigure(self, config: Config) -> None:
+        """Take the rules of ``config`` for the next authentications (start, SIGHUP)."""
+        self.rules = LockoutRules.from_config(config.compliance)
+        self.passwords = PasswordRules.from_config(config)
+        self.otp = OtpRules.from_config(config)
         # Longest an attempt can be in flight: every upstream tried to its timeout, plus slack.
         self.lease_seconds = config.proxy.upstream_timeout * (len(config.proxy.upstream) + 1) + 5
-        self._waiters: dict[str, list[Deferred[None]]] = {}
 
     def admit(self, dn: str, front: str, client: str,
               password: str | None = None) -> Deferred[Attempt | Refusal]:

@@ -93,6 +93,8 @@ def admit(rules: LockoutRules, passwords: PasswordRules, otp_rules: OtpRules,
             state = accepted
             left = otp.backup_left(state) if given.kind is Kind.BACKUP else None
         verdict, new = lockout.admit(rules, state, now, lease)
+        if verdict is Admission.LOCKED:  # the lock begins now (a lowered threshold)
+            return new, Admitted(Refusal.LOCKED, new, locked=True)
         return new, Admitted(verdict, new, backup_left=left)
     return change
 

@@ -400,6 +400,14 @@ class LdapFrontFactory(Factory):
         self.limits = ConnectionLimits(config.max_connections,
                                        config.max_connections_per_source, reactor)
 
+    def reconfigure(self, config: ProxyConfig) -> None:
+        """New connections take ``config``; open ones keep theirs (SIGHUP)."""
+        if config.upstream != self.config.upstream:
+            self.health.upstreams = config.upstream
+        self.limits.total = config.max_connections
+        self.limits.per_source = config.max_connections_per_source
+        self.config = config
+
     def buildProtocol(self, addr: Any) -> LdapSession | None:
         """A session, or None (the connection is closed at once) over a connection limit."""
         source = getattr(addr, "host", "")

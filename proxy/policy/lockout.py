@@ -80,6 +80,9 @@ def admit(rules: LockoutRules, state: AccountState, now: float,
         return Admission.LOCKED, state
     if rules.attempts is None:
         return Admission.ALLOW, state  # lockout is off: nothing to reserve
+    if len(state.failures) >= rules.attempts:
+        # The threshold was lowered (a reload) below failures already counted: lock now.
+        return Admission.LOCKED, replace(state, failures=(), locked_at=now)
     if len(state.failures) + len(state.pending) >= rules.attempts:
         return Admission.BUSY, state
     return Admission.ALLOW, replace(state, pending=state.pending + (lease_until,))

@@ -185,3 +185,13 @@ def test_failures_without_lockout_are_kept_bounded() -> None:
         assert not locked
     assert len(state.failures) == KEPT_WITHOUT_LOCKOUT
     assert state.failures[-1] == T0 + 249
+
+
+def test_a_lowered_threshold_locks_at_the_next_attempt() -> None:
+    """Failures already counted reach a threshold lowered by a reload: the next attempt is
+    refused and the lock begins then."""
+    state = AccountState(failures=(T0, T0 + 1, T0 + 2), first_seen_at=T0)
+    lowered = LockoutRules(attempts=2, duration=600, window=0)
+    verdict, after = admit(lowered, state, T0 + 10, lease_until=T0 + 30)
+    assert verdict is Admission.LOCKED
+    assert after.locked_at == T0 + 10 and after.failures == () and after.pending == ()
