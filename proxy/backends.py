@@ -17,6 +17,7 @@ from proxy.ldap import messages as m
 from proxy.ldap import passwd
 from proxy.ldap.ber import ProtocolViolation, tlv
 from proxy.ldap.upstream import UpstreamConnection, UpstreamHealth, connect_upstream
+from proxy.metrics import NULL_METRICS, MetricsRecorder
 from proxy.service import DirectoryRecord
 
 log = logging.getLogger(__name__)
@@ -31,12 +32,13 @@ class DirectoryUnavailable(Exception):
 class _Exchange:
     """One short LDAP conversation: requests sent in turn, responses read by message ID."""
 
-    def __init__(self, reactor: Any, timeout: float) -> None:
+    def __init__(self, reactor: Any, timeout: float, metrics: MetricsRecorder) -> None:
         self.reactor = reactor
         self.timeout = timeout
+        self.metrics = metrics
         self.connection: UpstreamConnection | None = None
         self.waiting: dict[int, tuple[Deferred[Any], Callable[[bytes, m.Envelope], bool],
-                                      Any]] = {}
+                                      Any, float]] = {}
 
     def ask(self, pdu: bytes, on_pdu: Callable[[bytes, m.Envelope], bool]) -> Deferred[None]:
         """Send ``pdu``; fires once ``on_pdu`` says the last response is in."""
@@ -44,7 +46,7 @@ class _Exchange:
         env = m.parse_envelope(pdu)
         d: Deferred[None] = Deferred()
         timer = self.reactor.callLater(self.timeout, self._lost, "no answer in time")
-        self.waiting[env.message_id] = (d, on_pdu, timer)
+        self.waiting[env.message_id] = (d, on_pdu, timer, self.reactor.seconds())
         self.connection.send(pdu)
         return d
 
@@ -58,6 +60,9 @@ class _Exchange:
             entry = self.waiting.get(env.message_id)
             if entry is not None and entry[1](pdu, env):
                 del self.waiting[env.message_id]
+                if self.connection is not None:
+                    self.metrics.upstream_answered(self.connection.uri,
+                                                   self.reactor.seconds() - entry[3])
                 if entry[2].active():
                     entry[2].cancel()
                 entry[0].callback(None)
@@ -67,7 +72,7 @@ class _Exchange:
 
     def _lost(self, why: str) -> None:
         waiting, self.waiting = self.waiting, {}
-        for d, _, timer in waiting.values():
+        for d, _, timer, _ in waiting.values():
             if timer.active():
                 timer.cancel()
             d.errback(DirectoryUnavailable(why))
@@ -83,14 +88,16 @@ class _Exchange:
 class DirectoryBackend:
     """Checks a password by binding as the user, on a connection of its own."""
 
-    def __init__(self, config: Config, reactor: Any, health: UpstreamHealth | None = None) -> None:
+    def __init__(self, config: Config, reactor: Any, health: UpstreamHealth | None = None,
+                 metrics: MetricsRecorder = NULL_METRICS) -> None:
         self.upstreams = config.proxy.upstream
+        self.metrics = metrics
         self.timeout = config.proxy.upstream_timeout
         self.reactor = reactor
         self.health = health  # shared with the LDAP front: one view of which directory is down
 
     def _open(self) -> Deferred[_Exchange]:
-        exchange = _Exchange(self.reactor, self.timeout)
+        exchange = _Exchange(self.reactor, self.timeout, self.metrics)
 
         def connected(connection: UpstreamConnection) -> _Exchange:
             exchange.connection = connection

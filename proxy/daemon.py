@@ -13,6 +13,8 @@ from proxy import pamd
 from proxy.audit import AuditLog
 from proxy.config import Config
 from proxy.ldap.session import LdapFrontFactory
+from proxy.metrics import NULL_METRICS, Metrics, MetricsRecorder, sqlite_locked_counter
+from proxy.metrics import serve as serve_metrics
 from proxy.pamd import PamFront
 from proxy.reload import Reloader
 from proxy.sealed import SecretBox
@@ -40,8 +42,16 @@ def serve(config: Config, path: str | None = None) -> int:
         return 1
     runner = ThreadRunner(store, reactor)
     service = AuthService(config, runner, audit, reactor, box=box)
-    factory = LdapFrontFactory(service, config.proxy, reactor)
-    pam_front = PamFront(config, service, reactor, factory.health)
+    metrics: Metrics | None = None
+    if config.proxy.metrics:
+        metrics = Metrics(uris=[u.uri for u in config.proxy.upstream])
+        metrics.set_locked_counter(sqlite_locked_counter(
+            config.proxy.state, lambda: service.rules.duration, reactor.seconds))
+        audit.observers.append(metrics.observe_audit)
+    recorder: MetricsRecorder = metrics if metrics is not None else NULL_METRICS
+    factory = LdapFrontFactory(service, config.proxy, reactor, metrics=recorder)
+    factory.health.listeners.append(recorder.upstream_state)
+    pam_front = PamFront(config, service, reactor, factory.health, metrics=recorder)
     if path is not None:
         reloader = Reloader(path, config, [service.reconfigure,
                                            lambda new: factory.reconfigure(new.proxy),
@@ -52,6 +62,13 @@ def serve(config: Config, path: str | None = None) -> int:
 
     @inlineCallbacks
     def start() -> Any:
+        if metrics is not None:
+            try:
+                ports.append((yield serve_metrics(reactor, config.proxy.metrics, metrics)))
+                log.info("metrics at %s", config.proxy.metrics)
+            except Exception as exc:
+                log.error("cannot serve metrics on %s: %s", config.proxy.metrics, exc)
+                outcome["code"] = 1
         results = yield DeferredList(
             [endpoints.serverFromString(reactor, spec).listen(factory)
              for spec in config.proxy.listen], consumeErrors=True)

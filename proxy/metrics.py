@@ -118,7 +118,8 @@ class Metrics:
                  uris: Iterable[str] = ()) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        # The configured upstream URIs; when given, any other is reported as "other".
+        # The configured directories: their series exist from the start, up (as UpstreamHealth
+        # assumes until a connection fails). URIs come from the configuration only: bounded.
         self.uris = tuple(uris)
         self._auth = Counter("bindguard_authentications", "Authentications by outcome",
                              ("front", "outcome", "reason"), registry=r)
@@ -128,7 +129,7 @@ class Metrics:
             "bindguard_upstream_seconds", "Time the directory took to answer a request",
             ("uri",), buckets=UPSTREAM_BUCKETS, registry=r)
         self._upstream_up = Gauge("bindguard_upstream_up",
-                                  "Whether the directory took the last connection (1) or not",
+                                  "1 while the directory is up, 0 while marked down",
                                   ("uri",), registry=r)
         self._open = Gauge("bindguard_connections_open", "Client connections open",
                            ("front",), registry=r)
@@ -157,7 +158,7 @@ class Metrics:
         for reason in REFUSED:
             self._refused.labels(reason)
         for uri in self.uris:
-            self._upstream_seconds.labels(uri)
+            self.upstream_state(uri, True)
 
     # -- the hot path: one call each ----------------------------------------------------------
 
@@ -175,7 +176,7 @@ class Metrics:
         self._uris(uri)[0].observe(seconds)
 
     def upstream_state(self, uri: str, up: bool) -> None:
-        """The directory at ``uri`` took a connection (True), or refused or timed out."""
+        """The directory at ``uri`` is up, or marked down (an UpstreamHealth listener)."""
         self._uris(uri)[1].set(1 if up else 0)
 
     def connection_opened(self, front: str) -> None:
@@ -220,8 +221,7 @@ class Metrics:
     def _uris(self, uri: str) -> tuple[Any, Any]:
         children = self._uri_children.get(uri)
         if children is None:
-            label = uri if not self.uris or uri in self.uris else OTHER
-            children = (self._upstream_seconds.labels(label), self._upstream_up.labels(label))
+            children = (self._upstream_seconds.labels(uri), self._upstream_up.labels(uri))
             if len(self._uri_children) < _MAX_CACHED:
                 self._uri_children[uri] = children
         return children
@@ -259,21 +259,23 @@ class _LockedAccounts(Collector):
         yield GaugeMetricFamily(self.NAME, self.HELP, value=value)
 
 
-def sqlite_locked_counter(path: str, duration: int | None,
+def sqlite_locked_counter(path: str, duration: Callable[[], int | None],
                           clock: Callable[[], float]) -> Callable[[], int]:
     """A counter of accounts locked now in the SQLite state file at ``path``.
 
     Reads on a connection of its own (read-only; WAL readers never block the store's writer),
-    so it may run on any thread. ``duration`` is ``lockout_duration`` (None: until unlocked).
+    so it may run on any thread. ``duration()`` is the current ``lockout_duration`` (None:
+    locked until unlocked), asked at each count so that a reload (SIGHUP) is followed.
     """
     def count() -> int:
+        seconds = duration()
         with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)) as db:
-            if duration is None:
+            if seconds is None:
                 row = db.execute("SELECT count(*) FROM account WHERE locked_at IS NOT NULL")
             else:
                 # is_locked(): now < locked_at + duration
                 row = db.execute("SELECT count(*) FROM account WHERE locked_at > ?",
-                                 (clock() - duration,))
+                                 (clock() - seconds,))
             return int(row.fetchone()[0])
 
     return count
@@ -286,10 +288,11 @@ def serve(reactor: Any, endpoint: str, metrics: Metrics) -> Deferred[Any]:
     MetricsResource does, but with this reactor), so a slow locked-account count never blocks
     the reactor thread.
     """
+    exposition = WSGIResource(reactor, reactor.getThreadPool(), make_wsgi_app(metrics.registry))
     root = Resource()
-    root.putChild(b"metrics", WSGIResource(reactor, reactor.getThreadPool(),
-                                           make_wsgi_app(metrics.registry)))
-    return serverFromString(reactor, endpoint).listen(QuietSite(root))
+    root.putChild(b"metrics", exposition)  # type: ignore[arg-type]  # untyped IResource
+    listening: Deferred[Any] = serverFromString(reactor, endpoint).listen(QuietSite(root))
+    return listening
 
 
 class QuietSite(Site):

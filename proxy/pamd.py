@@ -32,6 +32,7 @@ from proxy.backends import DirectoryBackend, DirectoryUnavailable, PamBackend
 from proxy.config import Config
 from proxy.identity import UnknownUser, is_local, user_to_dn
 from proxy.ldap.upstream import UpstreamHealth
+from proxy.metrics import NULL_METRICS, MetricsRecorder
 from proxy.policy.password import Violation
 from proxy.service import Attempt, AuthService, BindVerdict, ChangePlan, PasswordChange
 from proxy.transitions import Refusal
@@ -131,6 +132,7 @@ class PamSession(Protocol):
         self.cut_off: Any = None
 
     def connectionMade(self) -> None:
+        self.front.metrics.connection_opened("pam")
         uid = self.front.peer_uid(self.transport)
         if uid != 0:
             log.warning("PAM socket: refused a request from uid %s (only root is served)", uid)
@@ -157,6 +159,7 @@ class PamSession(Protocol):
         self._next()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        self.front.metrics.connection_closed("pam")
         if self.cut_off is not None and self.cut_off.active():
             self.cut_off.cancel()
 
@@ -224,6 +227,7 @@ class PamSession(Protocol):
 
     def _refuse(self, why: str) -> None:
         log.warning("PAM socket: closing a connection: %s", why)
+        self.front.metrics.malformed("pam")
         self.buffer = b""
         self._reply({"result": "error", "message": "malformed request"})
         self.transport.loseConnection()  # type: ignore[union-attr]
@@ -241,11 +245,13 @@ class PamFront(Factory):
     noisy = False
 
     def __init__(self, config: Config, service: AuthService, reactor: Any,
-                 health: UpstreamHealth | None = None) -> None:
+                 health: UpstreamHealth | None = None,
+                 metrics: MetricsRecorder = NULL_METRICS) -> None:
         self.config = config
         self.service = service
         self.reactor = reactor
-        self.directory = DirectoryBackend(config, reactor, health)
+        self.metrics = metrics
+        self.directory = DirectoryBackend(config, reactor, health, metrics)
         self.local = (PamBackend(config.pam_backend.service, service.offload)
                       if config.pam_backend is not None else None)
         self.peer_uid = peer_uid

@@ -38,6 +38,7 @@ from proxy.ldap.upstream import (
     connect_upstream,
     set_no_delay,
 )
+from proxy.metrics import NULL_METRICS, MetricsRecorder
 from proxy.service import AuthService
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class _Watch:
     on_pdu: Callable[[bytes, m.Envelope], bool]  # True when the last response is in
     on_lost: Callable[[], None]  # no answer will come (timeout, connection lost)
     timer: Any
+    sent_at: float | None  # when the request went to the directory; None once answered
 
 
 class LdapSession(Binds, PasswordChanges, Protocol):
@@ -90,6 +92,7 @@ class LdapSession(Binds, PasswordChanges, Protocol):
         self.client_gone = False
         self.closing = False  # a protocol violation: ignore whatever else the client sends
         self.front = front
+        self.metrics = front.metrics
         self.source = ""  # the client address the connection limits counted
         self.idle: Deadline | None = None
         self.unfinished: Any = None  # fires when a started PDU takes too long to arrive
@@ -100,6 +103,7 @@ class LdapSession(Binds, PasswordChanges, Protocol):
         set_no_delay(self.transport)
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         self.client = getattr(peer, "host", str(peer))
+        self.metrics.connection_opened("ldap")
         self.idle = Deadline(self.reactor, self.config.idle_timeout, self._idle_expired)
 
     def dataReceived(self, data: bytes) -> None:
@@ -110,6 +114,7 @@ class LdapSession(Binds, PasswordChanges, Protocol):
         try:
             pdus = self.framer.feed(data)
         except ProtocolViolation as exc:
+            self.metrics.malformed("ldap")
             self.protocol_violation(str(exc))
             return
         self._watch_unfinished()
@@ -142,6 +147,7 @@ class LdapSession(Binds, PasswordChanges, Protocol):
         if self.unfinished is not None and self.unfinished.active():
             self.unfinished.cancel()
         self.front.limits.release(self.source)
+        self.metrics.connection_closed("ldap")
         self.client_gone = True
         self.queue.clear()
         self.out.clear()
@@ -166,6 +172,7 @@ class LdapSession(Binds, PasswordChanges, Protocol):
                 if self._intercept(pdu, env):
                     continue
             except ProtocolViolation as exc:
+                self.metrics.malformed("ldap")
                 self.protocol_violation(str(exc))
                 return
             if self.upstream is None:
@@ -279,7 +286,7 @@ class LdapSession(Binds, PasswordChanges, Protocol):
         """Read the responses to ``message_id`` (with the upstream timeout) before the client."""
         timer = self.reactor.callLater(self.config.upstream_timeout, self._timed_out,
                                        message_id)
-        self.watches[message_id] = _Watch(on_pdu, on_lost, timer)
+        self.watches[message_id] = _Watch(on_pdu, on_lost, timer, self.reactor.seconds())
 
     def _timed_out(self, message_id: int) -> None:
         if message_id not in self.watches:
@@ -349,6 +356,10 @@ class LdapSession(Binds, PasswordChanges, Protocol):
                     env = m.parse_envelope(pdu)
                     watch = self.watches.get(env.message_id)
                     if watch is not None:
+                        if watch.sent_at is not None and self.upstream is not None:
+                            self.metrics.upstream_answered(
+                                self.upstream.uri, self.reactor.seconds() - watch.sent_at)
+                            watch.sent_at = None
                         if watch.on_pdu(pdu, env):
                             if watch.timer.active():
                                 watch.timer.cancel()
@@ -389,8 +400,10 @@ class LdapFrontFactory(Factory):
     noisy = False
 
     def __init__(self, service: AuthService, config: ProxyConfig, reactor: Any,
-                 connect: Connector = connect_upstream) -> None:
+                 connect: Connector = connect_upstream,
+                 metrics: MetricsRecorder = NULL_METRICS) -> None:
         self.service = service
+        self.metrics = metrics
         self.config = config
         self.reactor = reactor
         self.health = UpstreamHealth(config.upstream, reactor)
@@ -411,7 +424,9 @@ class LdapFrontFactory(Factory):
     def buildProtocol(self, addr: Any) -> LdapSession | None:
         """A session, or None (the connection is closed at once) over a connection limit."""
         source = getattr(addr, "host", "")
-        if self.limits.admit(source) is not None:
+        refused = self.limits.admit(source)
+        if refused is not None:
+            self.metrics.connection_refused(refused)
             return None
         session = LdapSession(self)
         session.source = source
