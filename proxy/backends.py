@@ -16,7 +16,12 @@ from proxy.config import Config
 from proxy.ldap import messages as m
 from proxy.ldap import passwd
 from proxy.ldap.ber import ProtocolViolation, tlv
-from proxy.ldap.upstream import UpstreamConnection, UpstreamHealth, connect_upstream
+from proxy.ldap.upstream import (
+    UpstreamConnection,
+    UpstreamHealth,
+    UpstreamTLS,
+    connect_upstream,
+)
 from proxy.metrics import NULL_METRICS, MetricsRecorder
 from proxy.service import DirectoryRecord
 
@@ -95,6 +100,7 @@ class DirectoryBackend:
         self.timeout = config.proxy.upstream_timeout
         self.reactor = reactor
         self.health = health  # shared with the LDAP front: one view of which directory is down
+        self.tls = UpstreamTLS(config.proxy.upstream_ca_file, config.proxy.upstream_starttls)
 
     def _open(self) -> Deferred[_Exchange]:
         exchange = _Exchange(self.reactor, self.timeout, self.metrics)
@@ -103,7 +109,8 @@ class DirectoryBackend:
             exchange.connection = connection
             return exchange
 
-        d = connect_upstream(self.reactor, self.upstreams, self.timeout, exchange, self.health)
+        d = connect_upstream(self.reactor, self.upstreams, self.timeout, exchange, self.health,
+                             self.tls)
         return d.addCallbacks(connected, lambda f: fail(DirectoryUnavailable(
             f.getErrorMessage())))
 

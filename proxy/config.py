@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 DEFAULT_PATH = "/etc/bindguard/bindguard.ini"
@@ -61,6 +61,11 @@ class ProxyConfig:
     max_connections_per_source: int = 1000  # from one client address
     idle_timeout: float = 900.0  # seconds without a request before a connection is closed
     pdu_timeout: float = 10.0  # seconds a started request may take to arrive whole
+    upstream_ca_file: str = ""  # CA (PEM) for the directory's certificate; "" = system store
+    upstream_starttls: bool = False  # StartTLS on ldap:// upstreams (ldaps:// are TLS anyway)
+    require_tls: bool = False  # a password on a cleartext connection gets 13
+    tls_certificate: str = ""  # PEM certificate (chain) for StartTLS and ssl: listeners
+    tls_private_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,18 +122,15 @@ class PamBackendConfig:
 
 # Options of the contract that later releases implement. Setting one is an error rather than a
 # silent no-op; a value equal to "off" is accepted because it changes nothing.
-_NOT_YET: dict[tuple[str, str], tuple[str | None, str]] = {
-    ("proxy", "upstream_ca_file"): (None, "TLS to the directory"),
-    ("proxy", "require_tls"): ("false", "TLS for clients"),
-    ("proxy", "tls_certificate"): (None, "TLS for clients"),
-    ("proxy", "tls_private_key"): (None, "TLS for clients"),
-}
+_NOT_YET: dict[tuple[str, str], tuple[str | None, str]] = {}
 _NOT_YET_SECTIONS: dict[str, str] = {}
 
 _KNOWN: dict[str, set[str]] = {
     "proxy": {"listen", "upstream", "upstream_timeout", "state", "audit_log", "max_pdu_size",
               "allow_anonymous", "allow_sasl", "key_file", "pam_socket", "metrics",
-              "max_connections", "max_connections_per_source", "idle_timeout", "pdu_timeout"},
+              "max_connections", "max_connections_per_source", "idle_timeout", "pdu_timeout",
+              "upstream_ca_file", "upstream_starttls", "require_tls", "tls_certificate",
+              "tls_private_key"},
     "pam_backend": {"service", "users"},
     "directory": {"user_dn_template", "search_base", "search_filter", "bind_dn",
                   "bind_password_file"},
@@ -309,7 +311,38 @@ def _read_proxy(section: _Section, present: bool) -> ProxyConfig:
         max_connections_per_source=section.integer("max_connections_per_source", 1000, 1) or 0,
         idle_timeout=section.number("idle_timeout", 900.0, 0.0),
         pdu_timeout=section.number("pdu_timeout", 10.0, 0.0),
+        **_read_tls(section, listen, upstream),
     )
+
+
+def _read_tls(section: _Section, listen: tuple[str, ...],
+              upstream: tuple[Upstream, ...]) -> dict[str, Any]:
+    """TLS options, with the files they name and what they contradict checked."""
+    values: dict[str, Any] = {
+        "upstream_ca_file": section.raw("upstream_ca_file") or "",
+        "upstream_starttls": section.boolean("upstream_starttls", False),
+        "require_tls": section.boolean("require_tls", False),
+        "tls_certificate": section.raw("tls_certificate") or "",
+        "tls_private_key": section.raw("tls_private_key") or "",
+    }
+    for key in ("upstream_ca_file", "tls_certificate", "tls_private_key"):
+        if values[key] and not os.access(values[key], os.R_OK):
+            section.problem(key, f"cannot read {values[key]}")
+    if bool(values["tls_certificate"]) != bool(values["tls_private_key"]):
+        missing = "tls_private_key" if values["tls_certificate"] else "tls_certificate"
+        section.problem(missing, "required with the other of tls_certificate, tls_private_key")
+    ssl_listeners = [s for s in listen if s.split(":", 1)[0] in ("ssl", "tls")]
+    if ssl_listeners and not values["tls_certificate"]:
+        section.problem("listen", f"{ssl_listeners[0]}: a TLS listener needs tls_certificate "
+                                  "and tls_private_key")
+    if values["require_tls"] and not values["tls_certificate"]:
+        section.problem("require_tls", "no client could comply: set tls_certificate and "
+                                       "tls_private_key (StartTLS, ssl: listeners)")
+    if values["upstream_ca_file"] and not any(u.tls for u in upstream) \
+            and not values["upstream_starttls"]:
+        section.problem("upstream_ca_file", "has no effect without ldaps:// upstreams or "
+                                            "upstream_starttls = true")
+    return values
 
 
 def _metrics(section: _Section) -> str:
@@ -328,15 +361,26 @@ def _pam_socket(section: _Section) -> str:
     return path
 
 
+def tls_listener_as_tcp(spec: str) -> str:
+    """An ``ssl:PORT[:interface=...][:privateKey=...][:certKey=...]`` listener as the plain
+    TCP endpoint bindguard listens on (it wraps the connections in TLS itself, so that
+    certificates can be reloaded); the key and certificate come from tls_* options."""
+    parts = spec.split(":")
+    kept = [p for p in parts[1:] if not p.startswith(("privateKey=", "certKey=",
+                                                       "extraCertChain=", "sslmethod=",
+                                                       "dhParameters="))]
+    return ":".join(["tcp", *kept])
+
+
 def _check_endpoint(section: _Section, spec: str, key: str = "listen") -> None:
     """A listen item must be a Twisted server endpoint string bindguard can serve."""
     from twisted.internet.endpoints import serverFromString
 
     if spec.split(":", 1)[0] in ("ssl", "tls"):
-        what = "LDAPS listeners" if key == "listen" else "TLS endpoints"
-        section.problem(key, f"{spec}: {what} are not supported yet (TLS for clients is not "
-                             "implemented in this release)")
-        return
+        if key != "listen":
+            section.problem(key, f"{spec}: TLS is not supported here; use a tcp: endpoint")
+            return
+        spec = tls_listener_as_tcp(spec)
     try:
         serverFromString(None, spec)
     except (ValueError, TypeError, KeyError) as exc:
@@ -350,15 +394,13 @@ def _upstream(section: _Section, uri: str) -> Upstream | None:
     except ValueError:
         section.problem("upstream", f"not a valid URI: {uri!r}")
         return None
-    if parts.scheme == "ldaps":
-        section.problem("upstream", f"{uri}: ldaps:// is not supported yet (TLS to the "
-                                    "directory is not implemented in this release)")
+    if parts.scheme not in ("ldap", "ldaps") or not parts.hostname \
+            or parts.path not in ("", "/") or port == 0:
+        section.problem("upstream", f"expected ldap://HOST[:PORT] or ldaps://HOST[:PORT], "
+                                    f"got {uri!r}")
         return None
-    if parts.scheme != "ldap" or not parts.hostname or parts.path not in ("", "/") \
-            or port == 0:
-        section.problem("upstream", f"expected ldap://HOST[:PORT], got {uri!r}")
-        return None
-    return Upstream(uri=uri, host=parts.hostname, port=port or 389, tls=False)
+    tls = parts.scheme == "ldaps"
+    return Upstream(uri=uri, host=parts.hostname, port=port or (636 if tls else 389), tls=tls)
 
 
 def _read_pam_backend(section: _Section, present: bool) -> PamBackendConfig | None:

@@ -8,10 +8,11 @@ from typing import Any
 
 from twisted.internet import endpoints
 from twisted.internet.defer import DeferredList, inlineCallbacks
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from proxy import pamd
 from proxy.audit import AuditLog
-from proxy.config import Config
+from proxy.config import Config, tls_listener_as_tcp
 from proxy.ldap.session import LdapFrontFactory
 from proxy.metrics import NULL_METRICS, Metrics, MetricsRecorder, sqlite_locked_counter
 from proxy.metrics import serve as serve_metrics
@@ -70,8 +71,8 @@ def serve(config: Config, path: str | None = None) -> int:
                 log.error("cannot serve metrics on %s: %s", config.proxy.metrics, exc)
                 outcome["code"] = 1
         results = yield DeferredList(
-            [endpoints.serverFromString(reactor, spec).listen(factory)
-             for spec in config.proxy.listen], consumeErrors=True)
+            [_listen(reactor, spec, factory) for spec in config.proxy.listen],
+            consumeErrors=True)
         if config.proxy.pam_socket:
             try:
                 ports.append((yield pamd.listen(reactor, config.proxy.pam_socket, pam_front)))
@@ -103,6 +104,15 @@ def serve(config: Config, path: str | None = None) -> int:
     store.close()
     audit.close()
     return outcome["code"]
+
+
+def _listen(reactor: Any, spec: str, factory: LdapFrontFactory) -> Any:
+    """Listen on one ``listen`` item; ssl:/tls: items as TCP wrapped in the reloadable TLS."""
+    if spec.split(":", 1)[0] in ("ssl", "tls"):
+        assert factory.server_tls is not None  # the configuration checked it
+        wrapped = TLSMemoryBIOFactory(factory.server_tls, False, factory)
+        return endpoints.serverFromString(reactor, tls_listener_as_tcp(spec)).listen(wrapped)
+    return endpoints.serverFromString(reactor, spec).listen(factory)
 
 
 def configure_logging(level: int = logging.INFO) -> None:

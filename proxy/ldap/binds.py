@@ -32,6 +32,9 @@ class Binds(SessionParts):
             return m.Result.AUTH_METHOD_NOT_SUPPORTED, "SASL binds are not allowed"
         if request.anonymous and not self.config.allow_anonymous:
             return m.Result.UNWILLING_TO_PERFORM, "anonymous binds are not allowed"
+        if self.config.require_tls and not self.tls and not request.anonymous:
+            return (m.Result.CONFIDENTIALITY_REQUIRED,
+                    "TLS required: use StartTLS or an ldaps:// address")
         return None
 
     def _check_bind(self, pdu: bytes, request: m.BindRequest) -> None:

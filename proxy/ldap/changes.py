@@ -31,6 +31,9 @@ class PasswordChanges(SessionParts):
                          ) -> None:
         """RFC 3062 Password Modify: checked, then forwarded as the user; or refused."""
         refuse = self._refuser(pdu, env)
+        if self.config.require_tls and not self.tls:
+            refuse(m.Result.CONFIDENTIALITY_REQUIRED, "TLS required for a password change")
+            return
         if request.new is None:
             refuse(m.Result.UNWILLING_TO_PERFORM, "give the new password: bindguard checks it "
                    "and does not let the directory generate one")
@@ -67,6 +70,9 @@ class PasswordChanges(SessionParts):
                         ) -> None:
         """A ModifyRequest or AddRequest that sets a password attribute."""
         refuse = self._refuser(pdu, env)
+        if self.config.require_tls and not self.tls:
+            refuse(m.Result.CONFIDENTIALITY_REQUIRED, "TLS required for a password change")
+            return
         if self.bound_dn is None and not self.sasl_bound:
             refuse(m.Result.INSUFFICIENT_ACCESS, "bind first")
             return

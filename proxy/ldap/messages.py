@@ -53,8 +53,10 @@ class Result:
     """LDAP result codes bindguard writes or reads."""
 
     SUCCESS = 0
+    OPERATIONS_ERROR = 1
     PROTOCOL_ERROR = 2
     AUTH_METHOD_NOT_SUPPORTED = 7
+    CONFIDENTIALITY_REQUIRED = 13
     SASL_BIND_IN_PROGRESS = 14
     CONSTRAINT_VIOLATION = 19
     INVALID_CREDENTIALS = 49

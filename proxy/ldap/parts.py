@@ -20,6 +20,7 @@ class SessionParts:
         client_gone: bool
         held: bool
         restricted: bool  # must change the password before anything else
+        tls: bool  # the client's connection is encrypted
         sasl_bound: bool
         bound_dn: str | None
         bound_password: str | None

@@ -22,24 +22,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
 from proxy.config import ProxyConfig, Upstream
 from proxy.ldap import messages as m
 from proxy.ldap import passwd
-from proxy.ldap.ber import Framer, ProtocolViolation
+from proxy.ldap.ber import Framer, ProtocolViolation, tlv
 from proxy.ldap.binds import Binds
 from proxy.ldap.changes import MUST_CHANGE_MESSAGE, PasswordChanges
 from proxy.ldap.limits import ConnectionLimits, Deadline
 from proxy.ldap.upstream import (
+    STARTTLS_OID,
     UpstreamConnection,
     UpstreamHealth,
+    UpstreamTLS,
     connect_upstream,
     set_no_delay,
 )
 from proxy.metrics import NULL_METRICS, MetricsRecorder
 from proxy.service import AuthService
+from proxy.tls import ServerTLS
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +55,6 @@ Connector = Callable[[Any, "tuple[Upstream, ...]", float, Any], "Deferred[Upstre
 _CLOSE = object()
 
 WHOAMI_OID = "1.3.6.1.4.1.4203.1.11.3"
-STARTTLS_OID = "1.3.6.1.4.1.1466.20037"
 # What a must-change session may still do (besides binding again, unbind and abandon).
 _RESTRICTED_EXTENDED = {passwd.PASSWORD_MODIFY_OID, WHOAMI_OID, STARTTLS_OID}
 _ALWAYS_ALLOWED = {m.BIND_REQUEST, m.UNBIND_REQUEST, m.ABANDON_REQUEST}
@@ -94,6 +97,7 @@ class LdapSession(Binds, PasswordChanges, Protocol):
         self.front = front
         self.metrics = front.metrics
         self.source = ""  # the client address the connection limits counted
+        self.tls = False  # the connection is encrypted (an ssl: listener, or after StartTLS)
         self.idle: Deadline | None = None
         self.unfinished: Any = None  # fires when a started PDU takes too long to arrive
 
@@ -105,6 +109,7 @@ class LdapSession(Binds, PasswordChanges, Protocol):
         self.client = getattr(peer, "host", str(peer))
         self.metrics.connection_opened("ldap")
         self.idle = Deadline(self.reactor, self.config.idle_timeout, self._idle_expired)
+        self.tls = ISSLTransport.providedBy(self.transport)  # an ssl: listener
 
     def dataReceived(self, data: bytes) -> None:
         if self.closing:
@@ -208,6 +213,10 @@ class LdapSession(Binds, PasswordChanges, Protocol):
             self.queue.popleft()
             self.answer(env.message_id, op, m.Result.INSUFFICIENT_ACCESS, MUST_CHANGE_MESSAGE)
             return True
+        if extended is not None and extended.name == STARTTLS_OID:
+            self.queue.popleft()
+            self._start_tls(env)
+            return True
         if extended is not None and extended.name == passwd.PASSWORD_MODIFY_OID:
             self.queue.popleft()
             self._password_modify(pdu, env, passwd.parse_password_modify(extended.value))
@@ -221,6 +230,25 @@ class LdapSession(Binds, PasswordChanges, Protocol):
             self._password_write(pdu, env, change)
             return True
         return False
+
+    def _start_tls(self, env: m.Envelope) -> None:
+        """StartTLS (RFC 4511 4.14): answered here, then TLS on this connection; the
+        directory's side is its own business."""
+        if self.front.server_tls is None:
+            self.answer(env.message_id, m.EXTENDED_REQUEST, m.Result.PROTOCOL_ERROR,
+                        "StartTLS is not available: no tls_certificate")
+        elif self.tls:
+            self.answer(env.message_id, m.EXTENDED_REQUEST, m.Result.OPERATIONS_ERROR,
+                        "TLS is already established")
+        elif self.out:
+            self.answer(env.message_id, m.EXTENDED_REQUEST, m.Result.OPERATIONS_ERROR,
+                        "answers are still pending")
+        else:
+            self.emit(m.ldap_result(env.message_id, m.EXTENDED_RESPONSE, m.Result.SUCCESS,
+                                    extra=tlv(0x8A, STARTTLS_OID.encode())))
+            # What is already written (the answer above) goes out in clear; then TLS.
+            self.transport.startTLS(self.front.server_tls)  # type: ignore[union-attr]
+            self.tls = True
 
     def _forget_identity(self) -> None:
         """A bind starts: the connection is anonymous until it succeeds (RFC 4511 4.2.1)."""
@@ -407,9 +435,13 @@ class LdapFrontFactory(Factory):
         self.config = config
         self.reactor = reactor
         self.health = UpstreamHealth(config.upstream, reactor)
+        self.upstream_tls = UpstreamTLS(config.upstream_ca_file, config.upstream_starttls)
         self.connect: Connector = (
-            functools.partial(connect_upstream, health=self.health)
+            functools.partial(connect_upstream, health=self.health, tls=self.upstream_tls)
             if connect is connect_upstream else connect)
+        # The certificate for StartTLS and ssl: listeners (reloaded on SIGHUP).
+        self.server_tls = (ServerTLS(config.tls_certificate, config.tls_private_key)
+                           if config.tls_certificate else None)
         self.limits = ConnectionLimits(config.max_connections,
                                        config.max_connections_per_source, reactor)
 
@@ -417,6 +449,8 @@ class LdapFrontFactory(Factory):
         """New connections take ``config``; open ones keep theirs (SIGHUP)."""
         if config.upstream != self.config.upstream:
             self.health.upstreams = config.upstream
+        if self.server_tls is not None:
+            self.server_tls.reload()
         self.limits.total = config.max_connections
         self.limits.per_source = config.max_connections_per_source
         self.config = config

@@ -4,15 +4,23 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from proxy.config import Upstream
-from proxy.ldap.ber import Framer, ProtocolViolation
+from proxy.ldap.ber import Framer, ProtocolViolation, tlv
+from proxy.ldap.messages import parse_envelope, result_code
+from proxy.tls import client_options
+
+STARTTLS_OID = "1.3.6.1.4.1.1466.20037"
 
 log = logging.getLogger(__name__)
 
@@ -40,23 +48,74 @@ class UpstreamListener(TypingProtocol):
         """The connection to the directory ended."""
 
 
-class UpstreamConnection(Protocol):
-    """Frames the directory's PDUs and hands them to the session."""
+@dataclass(frozen=True)
+class UpstreamTLS:
+    """How to talk TLS to the directories: ldaps:// URIs always, StartTLS on ldap:// ones when
+    ``starttls``; their certificate verified against ``ca_file`` (or the system's store)."""
 
-    def __init__(self, listener: UpstreamListener, uri: str) -> None:
+    ca_file: str = ""
+    starttls: bool = False
+
+
+# bindguard's own StartTLS request on a new upstream connection, before any client PDU.
+_STARTTLS_ID = 1
+_STARTTLS_REQUEST = tlv(0x30, tlv(0x02, b"\x01") + tlv(0x77, tlv(0x80, STARTTLS_OID.encode())))
+
+
+@implementer(IHandshakeListener)
+class UpstreamConnection(Protocol):
+    """Frames the directory's PDUs and hands them to the session.
+
+    ``ready`` fires once the connection can carry requests: at once for plain LDAP, after the
+    TLS handshake (and the certificate's verification) for ldaps:// and StartTLS.
+    """
+
+    def __init__(self, listener: UpstreamListener, uri: str, tls: Any = None,
+                 starttls: bool = False) -> None:
         self.listener = listener
         self.uri = uri
+        self.tls = tls  # client TLS options when the connection is TLS (or will be)
+        self.starttls = starttls
         self._framer = Framer(MAX_RESPONSE_PDU)
         self._detached = False
         self.ready: Deferred[UpstreamConnection] | None = None
 
     def connectionMade(self) -> None:
         set_no_delay(self.transport)
-        if self.ready is not None:
+        if self.starttls:
+            self.transport.write(_STARTTLS_REQUEST)  # type: ignore[union-attr]
+        elif self.tls is None:
+            self._ready()
+
+    def handshakeCompleted(self) -> None:  # noqa: N802 (Twisted's interface)
+        self._ready()
+
+    def _ready(self) -> None:
+        if self.ready is not None and not self.ready.called:
             ready, self.ready = self.ready, None
             ready.callback(self)
 
+    def _starttls_answered(self, data: bytes) -> None:
+        """The directory's answer to bindguard's StartTLS: go TLS, or give up on it."""
+        pdus = self._framer.feed(data)
+        if not pdus:
+            return
+        self.starttls = False
+        env = parse_envelope(pdus[0])
+        if env.message_id != _STARTTLS_ID or result_code(pdus[0], env) != 0:
+            log.error("directory %s refused StartTLS", self.uri)
+            self.transport.abortConnection()  # type: ignore[union-attr]
+            return
+        self.transport.startTLS(self.tls)  # type: ignore[union-attr]
+
     def dataReceived(self, data: bytes) -> None:
+        if self.starttls:
+            try:
+                self._starttls_answered(data)
+            except ProtocolViolation as exc:
+                log.error("malformed StartTLS answer from %s: %s", self.uri, exc)
+                self.transport.abortConnection()  # type: ignore[union-attr]
+            return
         try:
             pdus = self._framer.feed(data)
         except ProtocolViolation as exc:
@@ -82,6 +141,13 @@ class UpstreamConnection(Protocol):
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        if self.ready is not None:  # never ready: TCP closed, TLS refused, certificate bad
+            ready, self.ready = self.ready, None
+            why = reason.getErrorMessage() if reason is not None else "connection lost"
+            if self.tls is not None:
+                log.error("TLS to directory %s failed: %s", self.uri, why)
+            ready.errback(UpstreamUnavailable(f"{self.uri}: {why}"))
+            return
         if not self._detached:
             self._detached = True
             self.listener.upstream_lost(f"{self.uri} closed the connection")
@@ -144,7 +210,7 @@ class _ConnectOnce(ClientFactory):
         self.connection = connection
         self.result = result
 
-    def buildProtocol(self, addr: Any) -> UpstreamConnection:
+    def buildProtocol(self, addr: Any) -> Any:
         self.connection.ready = self.result
         return self.connection
 
@@ -153,9 +219,20 @@ class _ConnectOnce(ClientFactory):
             self.result.errback(reason)
 
 
+def _too_slow(connected: Deferred[Any], connection: UpstreamConnection) -> None:
+    """The TLS handshake did not finish in time: give up on this connection."""
+    if not connected.called:
+        connection.ready = None
+        connection.detach()
+        if connection.transport is not None:
+            connection.transport.abortConnection()  # type: ignore[attr-defined]
+        connected.errback(UpstreamUnavailable(f"{connection.uri}: TLS not established in "
+                                              "time"))
+
+
 def connect_upstream(reactor: Any, upstreams: tuple[Upstream, ...], timeout: float,
-                     listener: UpstreamListener, health: UpstreamHealth | None = None
-                     ) -> Deferred[UpstreamConnection]:
+                     listener: UpstreamListener, health: UpstreamHealth | None = None,
+                     tls: UpstreamTLS | None = None) -> Deferred[UpstreamConnection]:
     """Connect to the first directory in ``upstreams`` that answers within ``timeout`` each;
     with ``health``, in its order, skipping directories marked down, and reporting to it."""
     result: Deferred[UpstreamConnection] = Deferred()
@@ -169,8 +246,18 @@ def connect_upstream(reactor: Any, upstreams: tuple[Upstream, ...], timeout: flo
             return
         upstream = upstreams[index]
         connected: Deferred[UpstreamConnection] = Deferred()
-        factory = _ConnectOnce(UpstreamConnection(listener, upstream.uri), connected)
+        options = None
+        if upstream.tls or (tls is not None and tls.starttls):
+            options = client_options(upstream.host, tls.ca_file if tls is not None else "")
+        starttls = options is not None and not upstream.tls
+        connection = UpstreamConnection(listener, upstream.uri, options, starttls)
+        factory: Any = _ConnectOnce(connection, connected)
+        if upstream.tls:
+            factory = TLSMemoryBIOFactory(options, True, factory)
         reactor.connectTCP(upstream.host, upstream.port, factory, timeout=timeout)
+        if options is not None:  # the handshake must finish in time too
+            timer = reactor.callLater(timeout * 2, _too_slow, connected, connection)
+            connected.addBoth(lambda r: (timer.active() and timer.cancel(), r)[1])
 
         def failed(failure: Failure) -> None:
             message = failure.getErrorMessage()

@@ -22,6 +22,7 @@ ALICE = "uid=alice,ou=people,dc=example,dc=org"
 INVALID = """\
 [proxy]
 upstream = ldaps://dir.example.org
+require_tls = true
 colour = blue
 max_pdu_size = 10
 [mystery]
@@ -31,9 +32,9 @@ lockout_failure_attempts = six
 INVALID_PROBLEMS = [
     "mystery: unknown section",
     "proxy.colour: unknown option",
-    "proxy.upstream: ldaps://dir.example.org: ldaps:// is not supported yet (TLS to the "
-    "directory is not implemented in this release)",
     "proxy.max_pdu_size: must be at least 1024, got 10",
+    "proxy.require_tls: no client could comply: set tls_certificate and tls_private_key "
+    "(StartTLS, ssl: listeners)",
     "security_compliance.lockout_failure_attempts: a whole number expected, got 'six'",
 ]
 SUBCOMMANDS = ["serve", "check-config", "status", "unlock", "enable", "expire", "demo"]

@@ -377,47 +377,6 @@ def test_comment_prefix_needs_whitespace_before_it() -> None:
 
 # --- options and features of later releases ------------------------------------------------------
 
-NOT_YET = [
-    ("proxy", "upstream_ca_file", "/etc/ssl/certs/ca.pem"),
-    ("proxy", "require_tls", "true"),
-    ("proxy", "tls_certificate", "/etc/bindguard/cert.pem"),
-    ("proxy", "tls_private_key", "/etc/bindguard/key.pem"),
-]
-
-
-def _set(section: str, key: str, value: str) -> str:
-    if section == "proxy":
-        return with_proxy(f"{key} = {value}")
-    return with_compliance(f"{key} = {value}")
-
-
-@pytest.mark.parametrize("section,key,value", NOT_YET)
-def test_not_yet_options_with_a_value_are_refused(section: str, key: str, value: str) -> None:
-    """A contract option of a later release is an error, not a silent no-op."""
-    found = problems(_set(section, key, value))
-    assert len(found) == 1
-    assert found[0].startswith(f"{section}.{key}: not supported yet (")
-    assert found[0].endswith("is not implemented in this release); remove the line")
-
-
-@pytest.mark.parametrize("section,key,value", [(s, k, "") for s, k, _ in NOT_YET] + [
-    ("proxy", "require_tls", word) for word in ("false", "no", "off", "0", "False")] + [
-    ("security_compliance", "enforce_2fa", word) for word in ("false", "no", "off", "0")])
-def test_not_yet_options_at_their_off_value_are_accepted(section: str, key: str,
-                                                         value: str) -> None:
-    """Empty, or false for a boolean, changes nothing and is accepted."""
-    parse_config(_set(section, key, value))
-
-
-@pytest.mark.parametrize("section,key,value", [
-    ("proxy", "require_tls", "maybe"),
-    ("proxy", "upstream_ca_file", "false"),
-])
-def test_not_yet_options_refuse_anything_but_off(section: str, key: str, value: str) -> None:
-    """Only the off value passes: a path-valued option has no `false`."""
-    assert problems(_set(section, key, value))[0].startswith(f"{section}.{key}: not supported yet")
-
-
 def test_second_factor_options() -> None:
     """enforce_2fa and 2fa_exempt (names, DNs, subtrees) parse; key_file defaults to otp.key
     beside the state file."""
@@ -469,11 +428,30 @@ def test_pam_socket() -> None:
         "proxy.pam_socket: must be an absolute path, got 'pam.sock'"]
 
 
-def test_ldaps_upstream_is_refused() -> None:
-    """ldaps:// needs TLS to the directory, a later release."""
-    found = problems("[proxy]\nupstream = ldap://a ldaps://b:636\n")
-    assert found == ["proxy.upstream: ldaps://b:636: ldaps:// is not supported yet (TLS to the "
-                     "directory is not implemented in this release)"]
+def test_ldaps_upstream() -> None:
+    """ldaps:// upstreams are TLS from the first byte; their port defaults to 636."""
+    config = parse_config("[proxy]\nupstream = ldap://a ldaps://b\n")
+    assert [(u.host, u.port, u.tls) for u in config.proxy.upstream] == [("a", 389, False),
+                                                                      ("b", 636, True)]
+
+
+def test_tls_options_are_checked(tmp_path: Path) -> None:
+    """TLS files must be readable and come in pairs; require_tls needs a way to comply; a CA
+    file needs a TLS upstream."""
+    cert = tmp_path / "cert.pem"
+    cert.write_text("x")
+    assert problems(with_proxy(f"tls_certificate = {cert}")) == [
+        "proxy.tls_private_key: required with the other of tls_certificate, tls_private_key"]
+    assert problems(with_proxy("tls_certificate = /nonexistent.pem",
+                               f"tls_private_key = {cert}")) == [
+        "proxy.tls_certificate: cannot read /nonexistent.pem"]
+    assert problems(with_proxy(f"upstream_ca_file = {cert}")) == [
+        "proxy.upstream_ca_file: has no effect without ldaps:// upstreams or "
+        "upstream_starttls = true"]
+    config = parse_config(with_proxy(f"upstream_ca_file = {cert}", "upstream_starttls = true",
+                                     f"tls_certificate = {cert}", f"tls_private_key = {cert}",
+                                     "require_tls = true"))
+    assert (config.proxy.upstream_starttls, config.proxy.require_tls) == (True, True)
 
 
 @pytest.mark.parametrize("state", ["postgresql://bindguard@db/bindguard",
@@ -488,11 +466,11 @@ def test_postgresql_state_is_refused(state: str) -> None:
 # --- [proxy] values ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("spec", ["ssl:636", "tls:636", "ssl:636:privateKey=k.pem:certKey=c.pem"])
-def test_ldaps_listeners_are_refused(spec: str) -> None:
-    """ssl: and tls: listeners need TLS for clients, a later release."""
+def test_ldaps_listeners_need_a_certificate(spec: str) -> None:
+    """ssl: and tls: listeners take their certificate from tls_certificate/tls_private_key."""
     found = problems(with_proxy("listen = tcp:389", f"    {spec}"))
-    assert found == [f"proxy.listen: {spec}: LDAPS listeners are not supported yet (TLS for "
-                     "clients is not implemented in this release)"]
+    assert found == [f"proxy.listen: {spec}: a TLS listener needs tls_certificate and "
+                     "tls_private_key"]
 
 
 @pytest.mark.parametrize("spec,detail", [
@@ -509,13 +487,15 @@ def test_bad_listen_endpoints_are_refused(spec: str, detail: str) -> None:
 
 
 @pytest.mark.parametrize("uri,expected", [
-    ("http://a", "expected ldap://HOST[:PORT], got 'http://a'"),
-    ("ldap://", "expected ldap://HOST[:PORT], got 'ldap://'"),
-    ("ldap://a/dc=example,dc=org", "expected ldap://HOST[:PORT], got 'ldap://a/dc=example,dc=org'"),
-    ("ldap://a:0", "expected ldap://HOST[:PORT], got 'ldap://a:0'"),
+    ("http://a", "expected ldap://HOST[:PORT] or ldaps://HOST[:PORT], got 'http://a'"),
+    ("ldap://", "expected ldap://HOST[:PORT] or ldaps://HOST[:PORT], got 'ldap://'"),
+    ("ldap://a/dc=example,dc=org",
+     "expected ldap://HOST[:PORT] or ldaps://HOST[:PORT], got 'ldap://a/dc=example,dc=org'"),
+    ("ldap://a:0", "expected ldap://HOST[:PORT] or ldaps://HOST[:PORT], got 'ldap://a:0'"),
     ("ldap://a:70000", "not a valid URI: 'ldap://a:70000'"),
     ("ldap://a:port", "not a valid URI: 'ldap://a:port'"),
-    ("dir.example.org", "expected ldap://HOST[:PORT], got 'dir.example.org'"),
+    ("dir.example.org",
+     "expected ldap://HOST[:PORT] or ldaps://HOST[:PORT], got 'dir.example.org'"),
 ])
 def test_bad_upstream_uris_are_refused(uri: str, expected: str) -> None:
     """Each upstream item must be ldap://HOST[:PORT]."""
