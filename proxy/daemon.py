@@ -10,7 +10,7 @@ from twisted.internet import endpoints
 from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from proxy import pamd
+from proxy import notify, pamd
 from proxy.audit import AuditLog
 from proxy.config import Config, tls_listener_as_tcp
 from proxy.ldap.session import LdapFrontFactory
@@ -57,7 +57,15 @@ def serve(config: Config, path: str | None = None) -> int:
         reloader = Reloader(path, config, [service.reconfigure,
                                            lambda new: factory.reconfigure(new.proxy),
                                            pam_front.reconfigure])
-        signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(reloader.reload))
+
+        def reload() -> None:
+            notify.notify(notify.reloading())
+            try:
+                reloader.reload()
+            finally:
+                notify.notify(notify.READY)
+
+        signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(reload))
     outcome = {"code": 0}
     ports: list[Any] = []
 
@@ -92,9 +100,11 @@ def serve(config: Config, path: str | None = None) -> int:
             return
         log.info("bindguard ready: forwarding to %s",
                  " ".join(u.uri for u in config.proxy.upstream))
+        notify.notify(notify.READY)
 
     def shutdown() -> Any:
         log.info("shutting down")
+        notify.notify(notify.STOPPING)
         return DeferredList([port.stopListening() for port in ports])
 
     reactor.callWhenRunning(start)

@@ -96,18 +96,23 @@ class Slapd:
     """A slapd process serving the demo directory from ``workdir``."""
 
     def __init__(self, workdir: Path, port: int | None = None, log_stats: bool = True,
-                 ppolicy: bool = False) -> None:
+                 ppolicy: bool = False, tls: tuple[Path, Path] | None = None,
+                 tls_port: int | None = None) -> None:
         """Prepare (but do not start) a server in ``workdir`` on ``port`` (random if None).
 
         ``log_stats`` writes slapd's stats log (one line per operation, what ``bind_count``
         reads); benchmarks turn it off, as a production directory would run. ``ppolicy`` loads
         the password policy overlay (no policy): slapd then keeps ``pwdChangedTime`` and lets
         an administrator set ``pwdReset``, as directories bindguard reads them from do.
+        ``tls`` is a (certificate, private key) pair of PEM files: slapd then offers StartTLS
+        on ``uri`` and listens for LDAPS on ``tls_uri`` too (``tls_port``, random if None).
         """
         self.workdir = Path(workdir)
         self.log_stats = log_stats
         self.ppolicy = ppolicy
         self.port = free_port() if port is None else port
+        self.tls = tls
+        self.tls_port = (free_port() if tls_port is None else tls_port) if tls else None
         self.conf_path = self.workdir / "slapd.conf"
         self.data_dir = self.workdir / "data"
         self.log_path = self.workdir / "slapd.log"
@@ -118,6 +123,13 @@ class Slapd:
     def uri(self) -> str:
         """LDAP URI clients should connect to."""
         return f"ldap://127.0.0.1:{self.port}"
+
+    @property
+    def tls_uri(self) -> str:
+        """LDAPS URI (only with ``tls``)."""
+        if self.tls_port is None:
+            raise ValueError("this slapd has no TLS (tls=None)")
+        return f"ldaps://127.0.0.1:{self.tls_port}"
 
     @property
     def running(self) -> bool:
@@ -135,6 +147,8 @@ class Slapd:
             f"pidfile {_q(w / 'slapd.pid')}",
             f"argsfile {_q(w / 'slapd.args')}",
             "loglevel stats" if self.log_stats else "loglevel none",
+            *([f"TLSCertificateFile {_q(self.tls[0])}",
+               f"TLSCertificateKeyFile {_q(self.tls[1])}"] if self.tls else []),
             "",
             "database mdb",
             f'suffix "{SUFFIX}"',
@@ -174,7 +188,8 @@ class Slapd:
         self._load_data()
         self._log = open(self.log_path, "ab")
         self._proc = subprocess.Popen(
-            [SLAPD, "-f", str(self.conf_path), "-h", f"{self.uri}/",
+            [SLAPD, "-f", str(self.conf_path), "-h",
+             " ".join([f"{self.uri}/", *([f"{self.tls_uri}/"] if self.tls else [])]),
              "-d", "256" if self.log_stats else "0"],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
             start_new_session=True,
@@ -186,8 +201,10 @@ class Slapd:
                 self.stop()
                 raise RuntimeError(f"slapd exited with {code}:\n{self._log_tail()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
+                for port in (self.port, self.tls_port):
+                    if port is not None:
+                        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return
             except OSError:
                 pass
             if time.monotonic() > deadline:
