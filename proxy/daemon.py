@@ -10,7 +10,7 @@ from twisted.internet import endpoints
 from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from proxy import notify, pamd
+from proxy import notify, pamsocket
 from proxy.audit import AuditLog
 from proxy.config import Config, tls_listener_as_tcp
 from proxy.ldap.session import LdapFrontFactory
@@ -83,7 +83,7 @@ def serve(config: Config, path: str | None = None) -> int:
             consumeErrors=True)
         if config.proxy.pam_socket:
             try:
-                ports.append((yield pamd.listen(reactor, config.proxy.pam_socket, pam_front)))
+                ports.append((yield pamsocket.listen(reactor, config.proxy.pam_socket, pam_front)))
                 log.info("PAM socket at %s", config.proxy.pam_socket)
             except Exception as exc:
                 log.error("cannot serve the PAM socket %s: %s", config.proxy.pam_socket, exc)
