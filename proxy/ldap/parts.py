@@ -10,6 +10,10 @@ if TYPE_CHECKING:
     from proxy.service import AuthService
 
 
+# In a session's output queue: close the connection once everything ahead of it is written.
+CLOSE = object()
+
+
 class SessionParts:
     """Base of the mixins of LdapSession: declares, for type checkers, what LdapSession gives."""
 
@@ -39,3 +43,10 @@ class SessionParts:
         def _drop_upstream(self) -> None: ...
         def _internal_error(self, failure: Any, message_id: int, op_tag: int) -> None: ...
         def _resume(self) -> None: ...
+        def _fail_watches(self) -> None: ...
+        def upstream_lost(self, why: str) -> None: ...
+        reactor: Any
+        connect: Any
+        queue: Any
+        metrics: Any
+        idle: Any

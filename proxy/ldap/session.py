@@ -33,6 +33,7 @@ from proxy.ldap.ber import Framer, ProtocolViolation, tlv
 from proxy.ldap.binds import Binds
 from proxy.ldap.changes import MUST_CHANGE_MESSAGE, PasswordChanges
 from proxy.ldap.limits import ConnectionLimits, Deadline
+from proxy.ldap.parts import CLOSE
 from proxy.ldap.upstream import (
     STARTTLS_OID,
     UpstreamConnection,
@@ -41,6 +42,7 @@ from proxy.ldap.upstream import (
     connect_upstream,
     set_no_delay,
 )
+from proxy.ldap.upstream_side import UpstreamSide
 from proxy.metrics import NULL_METRICS, MetricsRecorder
 from proxy.service import AuthService
 from proxy.tls import ServerTLS
@@ -51,8 +53,6 @@ log = logging.getLogger(__name__)
 # How a session reaches the directory (replaced by a fake in protocol tests).
 Connector = Callable[[Any, "tuple[Upstream, ...]", float, Any], "Deferred[UpstreamConnection]"]
 
-# In the output queue: close the connection once everything ahead of it is written.
-_CLOSE = object()
 
 WHOAMI_OID = "1.3.6.1.4.1.4203.1.11.3"
 # What a must-change session may still do (besides binding again, unbind and abandon).
@@ -70,7 +70,7 @@ class _Watch:
     sent_at: float | None  # when the request went to the directory; None once answered
 
 
-class LdapSession(Binds, PasswordChanges, Protocol):
+class LdapSession(Binds, PasswordChanges, UpstreamSide, Protocol):
     """The proxy side of one client connection."""
 
     def __init__(self, front: LdapFrontFactory) -> None:
@@ -144,7 +144,7 @@ class LdapSession(Binds, PasswordChanges, Protocol):
         log.info("closing connection from %s: idle for %g s", self.client,
                  self.config.idle_timeout)
         self.emit(m.notice_of_disconnection(m.Result.UNAVAILABLE, "idle timeout"))
-        self.emit(_CLOSE)
+        self.emit(CLOSE)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         if self.idle is not None:
@@ -166,7 +166,7 @@ class LdapSession(Binds, PasswordChanges, Protocol):
         self.queue.clear()
         self.held = self.closing = True
         self.emit(m.notice_of_disconnection(m.Result.PROTOCOL_ERROR, "malformed PDU"))
-        self.emit(_CLOSE)
+        self.emit(CLOSE)
 
     def pump(self) -> None:
         """Handle queued client PDUs in order until one has to wait."""
@@ -187,7 +187,7 @@ class LdapSession(Binds, PasswordChanges, Protocol):
             self.upstream.send(pdu)
             if env.op_tag == m.UNBIND_REQUEST:
                 self.held = True
-                self.emit(_CLOSE)
+                self.emit(CLOSE)
                 return
 
     def _intercept(self, pdu: bytes, env: m.Envelope) -> bool:
@@ -265,7 +265,7 @@ class LdapSession(Binds, PasswordChanges, Protocol):
     # -- output -------------------------------------------------------------------------------
 
     def emit(self, item: bytes | object) -> None:
-        """Send a PDU (or _CLOSE) to the client after whatever is ahead of it."""
+        """Send a PDU (or CLOSE) to the client after whatever is ahead of it."""
         if self.client_gone:
             return
         self.out.append(item)
@@ -288,7 +288,7 @@ class LdapSession(Binds, PasswordChanges, Protocol):
                     return
                 head = head[0]
             self.out.popleft()
-            if head is _CLOSE:
+            if head is CLOSE:
                 self.out.clear()
                 self.transport.loseConnection()  # type: ignore[union-attr]
                 return
@@ -341,85 +341,6 @@ class LdapSession(Binds, PasswordChanges, Protocol):
         self.held = False
         if not self.client_gone:
             self.pump()
-
-    # -- upstream side ------------------------------------------------------------------------
-
-    def _connect(self) -> Deferred[UpstreamConnection | None]:
-        d = self.connect(self.reactor, self.config.upstream, self.config.upstream_timeout,
-                             self)
-
-        def connected(upstream: UpstreamConnection) -> None:
-            if self.client_gone and not self.watches:
-                upstream.close()
-            else:
-                self.upstream = upstream
-
-        def failed(failure: Failure) -> None:
-            log.warning("no directory reachable for %s: %s", self.client,
-                        failure.getErrorMessage())
-
-        return d.addCallbacks(connected, failed)
-
-    def _connect_then_pump(self) -> None:
-        """Open the upstream connection, then carry on; answer 52 if none is reachable."""
-        self.held = True
-
-        def done(_: object) -> None:
-            if self.upstream is None and self.queue:
-                # Answer the request that needed the directory; the next one tries again.
-                env = m.parse_envelope(self.queue.popleft())
-                self.answer(env.message_id, env.op_tag, m.Result.UNAVAILABLE,
-                            "directory unavailable")
-            self._resume()
-
-        self._connect().addCallback(done)
-
-    def upstream_pdus(self, pdus: list[bytes]) -> None:
-        """Pass the directory's PDUs to the client, reading the responses the session watches."""
-        if self.idle is not None:
-            self.idle.touch()
-        for pdu in pdus:
-            if self.watches:
-                try:
-                    env = m.parse_envelope(pdu)
-                    watch = self.watches.get(env.message_id)
-                    if watch is not None:
-                        if watch.sent_at is not None and self.upstream is not None:
-                            self.metrics.upstream_answered(
-                                self.upstream.uri, self.reactor.seconds() - watch.sent_at)
-                            watch.sent_at = None
-                        if watch.on_pdu(pdu, env):
-                            if watch.timer.active():
-                                watch.timer.cancel()
-                            if self.watches.get(env.message_id) is watch:
-                                del self.watches[env.message_id]
-                        continue
-                except ProtocolViolation as exc:
-                    self.upstream_lost(f"malformed response from the directory: {exc}")
-                    return
-            self.emit(pdu)
-        self._close_upstream_when_idle()
-
-    def upstream_lost(self, why: str) -> None:
-        """The directory closed our connection: the session's state is gone with it."""
-        self.upstream = None
-        self._fail_watches()
-        if not self.client_gone:
-            log.info("closing connection from %s: %s", self.client, why)
-            self.emit(m.notice_of_disconnection(m.Result.UNAVAILABLE, "directory unavailable"))
-            self.emit(_CLOSE)
-
-    def _fail_watches(self) -> None:
-        watches, self.watches = self.watches, {}
-        for watch in watches.values():
-            if watch.timer.active():
-                watch.timer.cancel()
-            watch.on_lost()
-
-    def _close_upstream_when_idle(self) -> None:
-        if self.client_gone and not self.watches and self.upstream is not None:
-            upstream, self.upstream = self.upstream, None
-            upstream.close()
 
 
 class LdapFrontFactory(Factory):
