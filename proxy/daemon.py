@@ -22,6 +22,7 @@ from proxy.sealed import SecretBox
 from proxy.service import AuthService
 from proxy.store import open_store
 from proxy.store.worker import ThreadRunner
+from proxy.tls import TlsError
 
 log = logging.getLogger("bindguard")
 
@@ -50,7 +51,12 @@ def serve(config: Config, path: str | None = None) -> int:
             config.proxy.state, lambda: service.rules.duration, reactor.seconds))
         audit.observers.append(metrics.observe_audit)
     recorder: MetricsRecorder = metrics if metrics is not None else NULL_METRICS
-    factory = LdapFrontFactory(service, config.proxy, reactor, metrics=recorder)
+    try:
+        factory = LdapFrontFactory(service, config.proxy, reactor, metrics=recorder)
+    except TlsError as exc:
+        log.error("cannot start: %s", exc)
+        runner.stop()
+        return 1
     factory.health.listeners.append(recorder.upstream_state)
     pam_front = PamFront(config, service, reactor, factory.health, metrics=recorder)
     if path is not None:

@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 from proxy.backends import DirectoryBackend, DirectoryUnavailable, PamBackend
 from proxy.config import Config
 from proxy.identity import UnknownUser, is_local, user_to_dn
-from proxy.ldap.upstream import UpstreamHealth
+from proxy.ldap.upstream import UpstreamHealth, UpstreamTLS
 from proxy.metrics import NULL_METRICS, MetricsRecorder
 from proxy.policy.password import Violation
 from proxy.service import Attempt, AuthService, BindVerdict, ChangePlan, PasswordChange
@@ -261,6 +261,8 @@ class PamFront(Factory):
         self.config = config
         self.directory.upstreams = config.proxy.upstream
         self.directory.timeout = config.proxy.upstream_timeout
+        self.directory.tls = UpstreamTLS(config.proxy.upstream_ca_file,
+                                         config.proxy.upstream_starttls)
         if config.pam_backend is not None:
             self.local = PamBackend(config.pam_backend.service, self.service.offload)
         else:

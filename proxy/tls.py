@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from zope.interface import implementer
@@ -36,13 +36,15 @@ class ServerTLS:
         try:
             chain = ssl.Certificate.loadPEM(Path(self.certificate).read_bytes())
             pem = Path(self.certificate).read_bytes()
-            key = ssl.KeyPair.load(Path(self.private_key).read_bytes(), ssl.FILETYPE_PEM)
+            key = ssl.KeyPair.load(Path(self.private_key).read_bytes(), crypto.FILETYPE_PEM)
             extra = [ssl.Certificate.loadPEM(block).original
                      for block in _pem_blocks(pem)[1:]]
-            return ssl.CertificateOptions(
+            options = ssl.CertificateOptions(
                 privateKey=key.original, certificate=chain.original, extraCertChain=extra,
                 raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
-        except (OSError, SSL.Error, ValueError) as exc:
+            options.getContext()  # now, not at the first handshake: a key that does not match
+            return options
+        except (OSError, SSL.Error, crypto.Error, ValueError) as exc:
             raise TlsError(f"cannot load {self.certificate} / {self.private_key}: "
                            f"{exc}") from None
 
@@ -65,9 +67,12 @@ def _pem_blocks(pem: bytes) -> list[bytes]:
 
 
 def client_options(hostname: str, ca_file: str) -> Any:
-    """What an upstream connection checks: the directory's certificate, for ``hostname``."""
+    """What an upstream connection checks: the directory's certificate, for ``hostname``,
+    against every CA in ``ca_file`` (or the system's store)."""
     if ca_file:
-        trust = ssl.Certificate.loadPEM(Path(ca_file).read_bytes())
+        pem = Path(ca_file).read_bytes()
+        trust: Any = ssl.trustRootFromCertificates(
+            [ssl.Certificate.loadPEM(block) for block in _pem_blocks(pem)])
     else:
         trust = ssl.platformTrust()
     return ssl.optionsForClientTLS(hostname, trustRoot=trust,

@@ -45,7 +45,7 @@ from proxy.ldap.upstream import (
 from proxy.ldap.upstream_side import UpstreamSide
 from proxy.metrics import NULL_METRICS, MetricsRecorder
 from proxy.service import AuthService
-from proxy.tls import ServerTLS
+from proxy.tls import ServerTLS, TlsError
 
 log = logging.getLogger(__name__)
 
@@ -343,6 +343,17 @@ class LdapSession(Binds, PasswordChanges, UpstreamSide, Protocol):
             self.pump()
 
 
+def _server_tls(config: ProxyConfig, old: ServerTLS | None) -> ServerTLS | None:
+    """The certificate a reload names; the old one when the new cannot be loaded (logged)."""
+    if not config.tls_certificate:
+        return None
+    try:
+        return ServerTLS(config.tls_certificate, config.tls_private_key)
+    except TlsError as exc:
+        log.error("TLS certificate not reloaded, the old one stays: %s", exc)
+        return old
+
+
 class LdapFrontFactory(Factory):
     """Makes one LdapSession per client connection."""
 
@@ -357,12 +368,13 @@ class LdapFrontFactory(Factory):
         self.reactor = reactor
         self.health = UpstreamHealth(config.upstream, reactor)
         self.upstream_tls = UpstreamTLS(config.upstream_ca_file, config.upstream_starttls)
+        self.connect_tls = connect is connect_upstream  # not a test's fake: TLS settings apply
         self.connect: Connector = (
             functools.partial(connect_upstream, health=self.health, tls=self.upstream_tls)
-            if connect is connect_upstream else connect)
+            if self.connect_tls else connect)
         # The certificate for StartTLS and ssl: listeners (reloaded on SIGHUP).
         self.server_tls = (ServerTLS(config.tls_certificate, config.tls_private_key)
-                           if config.tls_certificate else None)
+                           if config.tls_certificate else None)  # TlsError: cannot start
         self.limits = ConnectionLimits(config.max_connections,
                                        config.max_connections_per_source, reactor)
 
@@ -370,8 +382,15 @@ class LdapFrontFactory(Factory):
         """New connections take ``config``; open ones keep theirs (SIGHUP)."""
         if config.upstream != self.config.upstream:
             self.health.upstreams = config.upstream
-        if self.server_tls is not None:
+        if (config.tls_certificate, config.tls_private_key) != (self.config.tls_certificate,
+                                                                 self.config.tls_private_key):
+            self.server_tls = _server_tls(config, self.server_tls)
+        elif self.server_tls is not None:
             self.server_tls.reload()
+        self.upstream_tls = UpstreamTLS(config.upstream_ca_file, config.upstream_starttls)
+        if self.connect_tls:
+            self.connect = functools.partial(connect_upstream, health=self.health,
+                                             tls=self.upstream_tls)
         self.limits.total = config.max_connections
         self.limits.per_source = config.max_connections_per_source
         self.config = config
