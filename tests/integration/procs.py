@@ -142,3 +142,29 @@ def shadow_last_change(directory: Slapd, dn: str, days_ago: int) -> None:
                     f"shadowAccount\n-\nreplace: shadowLastChange\nshadowLastChange: "
                     f"{today - days_ago}\n-\n")
     assert result.returncode == 0, result.stderr
+
+
+def hup(daemon: Daemon, expect: str, timeout: float = 10.0) -> None:
+    """Send SIGHUP and wait for the daemon to log ``expect`` once more."""
+    before = daemon.log_text().count(expect)
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while daemon.log_text().count(expect) == before:
+        assert time.monotonic() < deadline, daemon.log_text()[-2000:]
+        time.sleep(0.05)
+
+
+def enrol(daemon: Daemon, user: str) -> Any:
+    """`bindguard otp enroll USER`: the authenticator an app would make of the printed URI."""
+    import pyotp
+
+    result = daemon.cli("otp", "enroll", user)
+    assert result.returncode == 0, result.stderr
+    uris = [line for line in result.stdout.splitlines() if line.startswith("otpauth://")]
+    assert len(uris) == 1, result.stdout
+    totp = pyotp.parse_uri(uris[0])
+    assert isinstance(totp, pyotp.TOTP)
+    assert totp.digits == 6 and totp.interval == 30
+    assert uris[0].startswith(f"otpauth://totp/bindguard:{user}?")
+    return totp

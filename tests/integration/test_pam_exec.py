@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pam  # type: ignore[import-untyped]
-import pyotp
 import pytest
-from procs import Daemon, whoami
+from procs import Daemon, enrol, whoami
 
 from proxy.demo.slapd import DEMO_USERS, Slapd, user_dn
 
@@ -130,13 +129,6 @@ def events(daemon: Daemon, dn: str, front: str | None = None) -> list[dict[str, 
             if e["user"] == dn.lower() and (front is None or e["front"] == front)]
 
 
-def enrol(daemon: Daemon, user: str) -> pyotp.TOTP:
-    result = daemon.cli("otp", "enroll", user)
-    assert result.returncode == 0, result.stderr
-    uri = next(line for line in result.stdout.splitlines() if line.startswith("otpauth://"))
-    totp = pyotp.parse_uri(uri)
-    assert isinstance(totp, pyotp.TOTP)
-    return totp
 
 
 class FakeDaemon:

@@ -23,7 +23,7 @@ from typing import Any
 
 import pyotp
 import pytest
-from procs import Daemon, shadow_last_change, whoami
+from procs import Daemon, enrol, shadow_last_change, whoami
 
 from proxy.demo.slapd import DEMO_USERS, Slapd, user_dn
 
@@ -82,14 +82,6 @@ def events(daemon: Daemon, *names: str) -> list[tuple[str, str | None]]:
     return [(e["event"], e.get("reason")) for e in daemon.audit() if e["event"] in names]
 
 
-def enrol(daemon: Daemon, user: str) -> pyotp.TOTP:
-    """`bindguard otp enroll USER`: the authenticator an app would make of the printed URI."""
-    result = daemon.cli("otp", "enroll", user)
-    assert result.returncode == 0, result.stderr
-    uri = next(line for line in result.stdout.splitlines() if line.startswith("otpauth://"))
-    totp = pyotp.parse_uri(uri)
-    assert isinstance(totp, pyotp.TOTP)
-    return totp
 
 
 def wrong_code(totp: pyotp.TOTP) -> str:

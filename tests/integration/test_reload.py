@@ -1,28 +1,17 @@
 """SIGHUP: the daemon reads its configuration again without dropping connections."""
 from __future__ import annotations
 
-import signal
-import time
 from typing import Any
 
 import ldap
 import pytest
-from procs import whoami
+from procs import hup, whoami
 
 from proxy.demo.slapd import DEMO_USERS, PEOPLE, user_dn
 
 pytestmark = pytest.mark.integration
 
 
-def hup(daemon: Any, expect: str) -> None:
-    """Send SIGHUP and wait for the daemon to log ``expect``."""
-    before = daemon.log_text().count(expect)
-    assert daemon.process is not None
-    daemon.process.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + 10
-    while daemon.log_text().count(expect) == before:
-        assert time.monotonic() < deadline, daemon.log_text()[-2000:]
-        time.sleep(0.05)
 
 
 def test_a_new_lockout_threshold_takes_effect_on_sighup(make_daemon: Any) -> None:

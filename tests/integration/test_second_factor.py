@@ -18,7 +18,7 @@ from typing import Any
 import ldap
 import pyotp
 import pytest
-from procs import BINDGUARD, Daemon, shadow_last_change, whoami
+from procs import BINDGUARD, Daemon, enrol, shadow_last_change, whoami
 
 from proxy.demo.slapd import (
     DEMO_USERS,
@@ -38,17 +38,6 @@ ENFORCE = "enforce_2fa = true\n2fa_exempt = ou=services,dc=example,dc=org\n"
 
 # -- helpers ----------------------------------------------------------------------------------
 
-def enrol(daemon: Daemon, user: str) -> pyotp.TOTP:
-    """`bindguard otp enroll USER`; the authenticator an app would make of the printed URI."""
-    result = daemon.cli("otp", "enroll", user)
-    assert result.returncode == 0, result.stderr
-    uris = [line for line in result.stdout.splitlines() if line.startswith("otpauth://")]
-    assert len(uris) == 1, result.stdout
-    totp = pyotp.parse_uri(uris[0])
-    assert isinstance(totp, pyotp.TOTP)
-    assert totp.digits == 6 and totp.interval == 30
-    assert uris[0].startswith(f"otpauth://totp/bindguard:{user}?")
-    return totp
 
 
 def backup_codes(daemon: Daemon, user: str) -> list[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import ssl
 import subprocess
@@ -18,7 +17,7 @@ from typing import Any
 import ldap
 import pytest
 from cryptography import x509
-from procs import Daemon, wait_for_port
+from procs import Daemon, hup, wait_for_port
 from testca import Issued, TestCA
 
 from proxy.demo.slapd import DEMO_USERS, PEOPLE, Slapd, free_port, user_dn
@@ -96,15 +95,6 @@ def tls_daemon(make_daemon: Any, certs: Certs, extra: str = "", ssl_listener: bo
     return daemon
 
 
-def hup(daemon: Daemon, expect: str) -> None:
-    """Send SIGHUP and wait for the daemon to log ``expect`` once more."""
-    before = daemon.log_text().count(expect)
-    assert daemon.process is not None
-    daemon.process.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + 10
-    while daemon.log_text().count(expect) == before:
-        assert time.monotonic() < deadline, daemon.log_text()[-2000:]
-        time.sleep(0.05)
 
 
 def _read_pdu(sock: socket.socket) -> bytes:
