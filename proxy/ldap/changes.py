@@ -31,8 +31,7 @@ class PasswordChanges(SessionParts):
                          ) -> None:
         """RFC 3062 Password Modify: checked, then forwarded as the user; or refused."""
         refuse = self._refuser(pdu, env)
-        if self.config.require_tls and not self.tls:
-            refuse(m.Result.CONFIDENTIALITY_REQUIRED, "TLS required for a password change")
+        if self._cleartext_refused(refuse):
             return
         if request.new is None:
             refuse(m.Result.UNWILLING_TO_PERFORM, "give the new password: bindguard checks it "
@@ -70,8 +69,7 @@ class PasswordChanges(SessionParts):
                         ) -> None:
         """A ModifyRequest or AddRequest that sets a password attribute."""
         refuse = self._refuser(pdu, env)
-        if self.config.require_tls and not self.tls:
-            refuse(m.Result.CONFIDENTIALITY_REQUIRED, "TLS required for a password change")
+        if self._cleartext_refused(refuse):
             return
         if self.bound_dn is None and not self.sasl_bound:
             refuse(m.Result.INSUFFICIENT_ACCESS, "bind first")
@@ -92,6 +90,13 @@ class PasswordChanges(SessionParts):
             current = self.bound_password
         self._change(pdu, env, PasswordChange(target, by_self, change.new[0], current, "ldap",
                                               self.client))
+
+    def _cleartext_refused(self, refuse: Callable[..., None]) -> bool:
+        """require_tls: a new password does not travel in clear (13)."""
+        if self.config.require_tls and not self.tls:
+            refuse(m.Result.CONFIDENTIALITY_REQUIRED, "TLS required for a password change")
+            return True
+        return False
 
     def _refuser(self, pdu: bytes, env: m.Envelope) -> Callable[..., None]:
         """Answer the request locally, with the ppolicy control when one is due and asked."""
