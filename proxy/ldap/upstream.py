@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from typing import Protocol as TypingProtocol
 
@@ -55,7 +55,18 @@ class UpstreamTLS:
 
     ca_file: str = ""
     starttls: bool = False
+    # Client TLS options per host name, built once (the CA file read and parsed once); a reload
+    # makes a new UpstreamTLS, so a changed CA file is read again then.
+    _options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
+    def options(self, hostname: str) -> Any:
+        """What a TLS connection to ``hostname`` verifies."""
+        if hostname not in self._options:
+            self._options[hostname] = client_options(hostname, self.ca_file)
+        return self._options[hostname]
+
+
+_SYSTEM_TRUST = UpstreamTLS()
 
 # bindguard's own StartTLS request on a new upstream connection, before any client PDU.
 _STARTTLS_ID = 1
@@ -248,7 +259,7 @@ def connect_upstream(reactor: Any, upstreams: tuple[Upstream, ...], timeout: flo
         connected: Deferred[UpstreamConnection] = Deferred()
         options = None
         if upstream.tls or (tls is not None and tls.starttls):
-            options = client_options(upstream.host, tls.ca_file if tls is not None else "")
+            options = (tls or _SYSTEM_TRUST).options(upstream.host)
         starttls = options is not None and not upstream.tls
         connection = UpstreamConnection(listener, upstream.uri, options, starttls)
         factory: Any = _ConnectOnce(connection, connected)
