@@ -359,7 +359,7 @@ class PamFront(Factory):
 
         def checked(outcome: ChangePlan | Violation, attempt: Attempt, old: str) -> Any:
             if isinstance(outcome, Violation):
-                self.service.record(attempt, None)  # not a failure: the old one is unchecked
+                self.service.abandon(attempt)  # the old password was not checked
                 return {"result": DENIED_RESULT, "message": outcome.message}
 
             def lost(failure: Failure) -> Failure:

@@ -241,6 +241,14 @@ class AuthService:
                                 or standing.warn_seconds is not None)
         return list(DIRECTORY_ATTRIBUTES) if wanted else None
 
+    def abandon(self, attempt: Attempt) -> Deferred[None]:
+        """An admitted attempt that will not go to the directory after all (a password change
+        its rules refused): its place is freed; nothing is counted or audited as a login (the
+        refusal itself is, as password.rejected)."""
+        d = self.runner.submit(attempt.dn, transitions.release(self.rules, self.clock(),
+                                                               attempt.lease))
+        return d.addBoth(self._woken, attempt.dn)
+
     def record(self, attempt: Attempt, result: int | None,
                directory: DirectoryRecord | None = None,
                rescue: bool = False) -> Deferred[BindVerdict | None]:

@@ -248,3 +248,23 @@ def test_client_refuses_a_socket_not_owned_by_root(tmp_path: Path) -> None:
         client.check_owner(str(not_socket))
     with pytest.raises(client.Unreachable, match="No such file"):
         client.check_owner(str(tmp_path / "missing"))
+
+
+def test_chauthtok_refused_by_the_rules_is_not_a_login(make_harness: Any) -> None:
+    """chauthtok with a new password the rules refuse: denied with the rule's message, audited
+    as password.rejected only — no login failure counted, the directory never asked."""
+    harness = make_harness(compliance="password_min_length = 12\n[directory]\n"
+                                      "user_dn_template = uid={user},ou=people,dc=example,dc=org\n")
+    pam_front = PamFront(harness.config, harness.factory.service, harness.clock)
+    directory = FakeDirectory()
+    pam_front.directory = directory  # type: ignore[assignment]
+    pam_front.peer_uid = lambda transport: 0
+    reply = ask(pam_front, type="chauthtok", user="alice", password="alice-pass-1",
+                new_password="short")
+    assert reply == {"version": 1, "result": "denied",
+                     "message": "password_min_length: at least 12 characters"}
+    assert [(e["event"], e.get("reason")) for e in harness.audit()] == [
+        ("password.rejected", "password_min_length")]
+    assert directory.asked == []
+    state = harness.store.get(ALICE)
+    assert state is not None and state.failures == () and state.pending == ()
