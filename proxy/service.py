@@ -284,8 +284,8 @@ class AuthService:
             self._audit(attempt, "auth.success", "password_change")
         elif standing.expired:
             verdict = BindVerdict(allowed=False)
-            change = transitions.expired(self.rules, rules, now, attempt.lease,
-                                         directory.changed_at, directory.reset)
+            change = transitions.success(self.rules, rules, now, attempt.lease,
+                                         directory.changed_at, directory.reset, expired=True)
             self._audit(attempt, "auth.failure", "password_expired")
         else:
             restricted = pw.must_change(rules, state)

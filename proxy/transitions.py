@@ -140,19 +140,14 @@ def failure(rules: LockoutRules, now: float, lease: float) -> Change:
 
 
 def success(rules: LockoutRules, passwords: PasswordRules, now: float, lease: float,
-            changed_at: float | None, reset: bool) -> Change:
-    """The directory accepted the password; fold in what it said about it."""
+            changed_at: float | None, reset: bool, expired: bool = False) -> Change:
+    """The directory accepted the password; fold in what it said about it. An ``expired``
+    password is not a failure, and not a success either: its place is only freed."""
     def change(state: AccountState) -> tuple[AccountState, None]:
-        state = lockout.record_success(rules, state, now, lease)
-        return pw.with_directory_record(passwords, state, changed_at, reset), None
-    return change
-
-
-def expired(rules: LockoutRules, passwords: PasswordRules, now: float, lease: float,
-            changed_at: float | None, reset: bool) -> Change:
-    """The right password, but expired: not a failure, not a success either."""
-    def change(state: AccountState) -> tuple[AccountState, None]:
-        state = lockout.release(rules, state, now, lease)
+        if expired:
+            state = lockout.release(rules, state, now, lease)
+        else:
+            state = lockout.record_success(rules, state, now, lease)
         return pw.with_directory_record(passwords, state, changed_at, reset), None
     return change
 

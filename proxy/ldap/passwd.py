@@ -131,13 +131,7 @@ def with_old_password(pdu: bytes, env: m.Envelope, old: str) -> bytes:
 
 def parse_modify_password(pdu: bytes, env: m.Envelope) -> PasswordChange | None:
     """What a ModifyRequest does to the password, or None when it does not touch it."""
-    tag, start, pos = read_header(pdu, env.op_start, env.op_end)
-    if tag != OCTET_STRING:
-        raise ProtocolViolation("modify object missing")
-    dn = _text(pdu[start:pos])
-    tag, pos, end = read_header(pdu, pos, env.op_end)
-    if tag != SEQUENCE:
-        raise ProtocolViolation("modify changes missing")
+    dn, pos, end = _entry(pdu, env, "modify")
     new: list[str] = []
     old: list[str] = []
     removes_all = touched = False
@@ -171,13 +165,7 @@ def parse_modify_password(pdu: bytes, env: m.Envelope) -> PasswordChange | None:
 
 def parse_add_password(pdu: bytes, env: m.Envelope) -> PasswordChange | None:
     """The password an AddRequest gives the new entry, or None when it gives none."""
-    tag, start, pos = read_header(pdu, env.op_start, env.op_end)
-    if tag != OCTET_STRING:
-        raise ProtocolViolation("add entry name missing")
-    dn = _text(pdu[start:pos])
-    tag, pos, end = read_header(pdu, pos, env.op_end)
-    if tag != SEQUENCE:
-        raise ProtocolViolation("add attributes missing")
+    dn, pos, end = _entry(pdu, env, "add")
     new: list[str] = []
     touched = False
     while pos < end:
@@ -298,6 +286,18 @@ def directory_record(attributes: dict[str, list[bytes]]) -> DirectoryRecord:
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+
+def _entry(pdu: bytes, env: m.Envelope, what: str) -> tuple[str, int, int]:
+    """A Modify or Add request's DN, and where its SEQUENCE of changes or attributes lies."""
+    tag, start, pos = read_header(pdu, env.op_start, env.op_end)
+    if tag != OCTET_STRING:
+        raise ProtocolViolation(f"{what}: entry name missing")
+    dn = _text(pdu[start:pos])
+    tag, pos, end = read_header(pdu, pos, env.op_end)
+    if tag != SEQUENCE:
+        raise ProtocolViolation(f"{what}: changes missing")
+    return dn, pos, end
 
 
 def _attribute(pdu: bytes, pos: int, end: int) -> tuple[str, list[bytes]]:
