@@ -2,29 +2,18 @@
 from __future__ import annotations
 
 import configparser
-import math
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
+from proxy.inisection import ConfigError
+from proxy.inisection import Section as _Section
+from proxy.inisection import one_line as _one_line
+
 DEFAULT_PATH = "/etc/bindguard/bindguard.ini"
-
-T = TypeVar("T")
-
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
-
-
-class ConfigError(Exception):
-    """The configuration is invalid; ``problems`` holds one ``section.key: message`` each."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 def config_path(explicit: str | None) -> str:
@@ -122,8 +111,6 @@ class PamBackendConfig:
 
 # Options of the contract that later releases implement. Setting one is an error rather than a
 # silent no-op; a value equal to "off" is accepted because it changes nothing.
-_NOT_YET: dict[tuple[str, str], tuple[str | None, str]] = {}
-_NOT_YET_SECTIONS: dict[str, str] = {}
 
 _KNOWN: dict[str, set[str]] = {
     "proxy": {"listen", "upstream", "upstream_timeout", "state", "audit_log", "max_pdu_size",
@@ -143,76 +130,6 @@ _KNOWN: dict[str, set[str]] = {
                             "minimum_password_age", "change_password_upon_first_use",
                             "enforce_2fa", "2fa_exempt"},
 }
-for _section, _key in _NOT_YET:
-    _KNOWN[_section].add(_key)
-
-
-class _Section:
-    """Typed reads of one INI section that collect problems instead of raising."""
-
-    def __init__(self, name: str, values: dict[str, str], problems: list[str]) -> None:
-        self.name = name
-        self.values = {k: v.strip() for k, v in values.items()}
-        self.problems = problems
-
-    def problem(self, key: str, message: str) -> None:
-        self.problems.append(f"{self.name}.{key}: {message}")
-
-    def raw(self, key: str) -> str | None:
-        """The value, or None when the key is absent or empty."""
-        value = self.values.get(key)
-        return value if value else None
-
-    def _typed(self, key: str, default: T, convert: Callable[[str], T], what: str) -> T:
-        value = self.raw(key)
-        if value is None:
-            return default
-        try:
-            return convert(value)
-        except ValueError:
-            self.problem(key, f"{what} expected, got {value!r}")
-            return default
-
-    def integer(self, key: str, default: int | None, minimum: int) -> int | None:
-        result = self._typed(key, default, int, "a whole number")
-        if result is not None and result < minimum:
-            self.problem(key, f"must be at least {minimum}, got {result}")
-            return default
-        return result
-
-    def number(self, key: str, default: float, minimum: float) -> float:
-        result = self._typed(key, default, _finite, "a number")
-        if not result > minimum:
-            self.problem(key, f"must be greater than {minimum:g}, got {result:g}")
-            return default
-        return result
-
-    def boolean(self, key: str, default: bool) -> bool:
-        def convert(value: str) -> bool:
-            lowered = value.lower()
-            if lowered in _TRUE:
-                return True
-            if lowered in _FALSE:
-                return False
-            raise ValueError(value)
-
-        return self._typed(key, default, convert, "true or false")
-
-    def items(self, key: str) -> tuple[str, ...]:
-        """A list option: one item a line; items without '=' may share a line (commas, spaces)."""
-        value = self.raw(key)
-        if value is None:
-            return ()
-        result: list[str] = []
-        for line in value.splitlines():
-            line = line.strip()
-            if not line:
-                continue
-            if "=" in line:
-                result.append(line)
-            else:
-                result.extend(part for part in re.split(r"[,\s]+", line) if part)
-        return tuple(result)
 
 
 def parse_config(text: str, source: str = "<config>") -> Config:
@@ -227,10 +144,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         raise ConfigError([f"config: {_one_line(str(exc))}"]) from None
     problems: list[str] = []
     for name in parser.sections():
-        if name in _NOT_YET_SECTIONS:
-            problems.append(f"{name}: not supported yet ({_NOT_YET_SECTIONS[name]} is not "
-                            "implemented in this release); remove the section")
-        elif name not in _KNOWN:
+        if name not in _KNOWN:
             problems.append(f"{name}: unknown section")
     sections = {name: _Section(name, dict(parser[name]) if parser.has_section(name) else {},
                                problems) for name in _KNOWN}
@@ -256,28 +170,10 @@ def load_config(path: str) -> Config:
     return parse_config(text, source=path)
 
 
-def _finite(value: str) -> float:
-    """float() without inf and nan, which are no number of seconds."""
-    result = float(value)
-    if not math.isfinite(result):
-        raise ValueError(value)
-    return result
-
-
-def _one_line(message: str) -> str:
-    return " ".join(message.split())
-
-
 def _check_keys(section: _Section) -> None:
     for key in section.values:
         if key not in _KNOWN[section.name]:
             section.problem(key, "unknown option")
-        elif (section.name, key) in _NOT_YET:
-            off, feature = _NOT_YET[(section.name, key)]
-            value = section.raw(key)
-            if value is not None and (off is None or value.lower() not in _FALSE):
-                section.problem(key, f"not supported yet ({feature} is not implemented in "
-                                     "this release); remove the line")
 
 
 def _read_proxy(section: _Section, present: bool) -> ProxyConfig:
